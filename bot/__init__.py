@@ -1,0 +1,1 @@
+"""LeadBot: a Telegram-bot CRM for real-estate sales teams."""

@@ -1,0 +1,31 @@
+"""The Telegram command menu, per role: each user's chat shows only what their role can use."""
+
+from __future__ import annotations
+
+from aiogram import Bot
+from aiogram.types import BotCommand, BotCommandScopeChat
+
+from bot.texts import Texts
+from db.enums import Role
+
+_COMMON = ["start", "leads", "lead", "find"]
+_BY_ROLE: dict[Role, list[str]] = {
+    Role.ADMIN: ["start", "new", "leads", "lead", "find", "assign", "tasks", "users", "invite", "outbox", "token"],
+    Role.ROP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "users", "invite", "token"],
+    Role.MOP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "token"],
+    Role.SELLER: ["start", "leads", "lead", "find", "tasks", "token"],
+    Role.FINANCE: ["start", "leads", "lead", "find", "token"],
+}
+_TAIL = ["lang", "cancel", "help"]
+
+
+def command_names(role: Role) -> list[str]:
+    return _BY_ROLE.get(role, _COMMON) + _TAIL
+
+
+def commands_for(role: Role, texts: Texts) -> list[BotCommand]:
+    return [BotCommand(command=name, description=texts.t(f"cmd.{name}")) for name in command_names(role)]
+
+
+async def set_chat_commands(bot: Bot, chat_id: int, role: Role, texts: Texts) -> None:
+    await bot.set_my_commands(commands_for(role, texts), scope=BotCommandScopeChat(chat_id=chat_id))

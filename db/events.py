@@ -1,0 +1,39 @@
+"""Domain events a unit of work collects; notifications are derived from them in the same transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from db.enums import LeadStatus
+
+
+@dataclass(frozen=True, slots=True)
+class LeadCreated:
+    lead_id: int
+    actor_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeadStatusChanged:
+    lead_id: int
+    actor_id: int | None
+    old: LeadStatus
+    new: LeadStatus
+
+
+@dataclass(frozen=True, slots=True)
+class LeadReassigned:
+    lead_id: int
+    actor_id: int | None
+    old_assignee_id: int | None
+    new_assignee_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommentAdded:
+    lead_id: int
+    actor_id: int | None
+    comment_id: int
+
+
+DomainEvent = LeadCreated | LeadStatusChanged | LeadReassigned | CommentAdded

@@ -1,0 +1,453 @@
+"""Leads, comments and history. Every call takes the acting user; the permission table is enforced here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config import CrmSection
+from db import permissions
+from db.enums import FORWARD_MOVES, REOPEN_MOVES, HistoryAction, LeadField, LeadStatus, Role
+from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
+from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
+from db.models import Comment, Lead, LeadHistory, User, utcnow
+from db.validation import (
+    MAX_COMMENT,
+    MAX_NOTES,
+    MAX_REASON,
+    check_budget,
+    clean_name,
+    clean_text,
+    normalize_phone,
+)
+
+_UNSET: Any = object()
+
+
+@dataclass(slots=True)
+class LeadDraft:
+    client_name: str
+    phone_number: str
+    source: str
+    budget: float | None = None
+    notes: str | None = None
+    assigned_to: int | None = None
+
+
+@dataclass(slots=True)
+class LeadChanges:
+    """Only the fields given (not ``_UNSET``) change; ``None`` clears an optional field."""
+
+    client_name: Any = _UNSET
+    phone_number: Any = _UNSET
+    source: Any = _UNSET
+    budget: Any = _UNSET
+    notes: Any = _UNSET
+    closing_date: Any = _UNSET
+
+    def given(self) -> dict[LeadField, Any]:
+        return {LeadField(name): value for name in LeadField if (value := getattr(self, name)) is not _UNSET}
+
+
+@dataclass(slots=True, frozen=True)
+class LeadFilter:
+    status: LeadStatus | None = None
+    source: str | None = None
+    assigned_to: int | None = None
+    unassigned: bool = False
+
+
+@dataclass(slots=True)
+class LeadPage:
+    items: list[Lead]
+    has_more: bool
+
+
+@dataclass(slots=True)
+class LeadDetail:
+    lead: Lead
+    comments: list[Comment] = field(default_factory=list)
+    history: list[LeadHistory] = field(default_factory=list)
+    comments_total: int = 0
+    history_total: int = 0
+
+
+class LeadRepository:
+    def __init__(self, session: AsyncSession, crm: CrmSection, events: list[DomainEvent]) -> None:
+        self.session = session
+        self.crm = crm
+        self.events = events
+
+    # ---- reading -------------------------------------------------------------------------------------
+
+    async def _load(self, lead_id: int, *, for_update: bool = False) -> Lead:
+        stmt = select(Lead).where(Lead.id == lead_id, Lead.deleted_at.is_(None))
+        if for_update:
+            stmt = stmt.with_for_update()
+        lead = (await self.session.execute(stmt)).scalar_one_or_none()
+        if lead is None:
+            raise NotFound("lead", lead_id)
+        return lead
+
+    async def get(self, actor: User, lead_id: int) -> Lead:
+        lead = await self._load(lead_id)
+        if not permissions.can_view(actor, lead):
+            raise Forbidden("view", "this lead is assigned to someone else")
+        return lead
+
+    async def get_detail(self, actor: User, lead_id: int, *, comments: int = 5, history: int = 5) -> LeadDetail:
+        """The lead with its latest ``comments`` comments and ``history`` history rows (newest last)."""
+        lead = await self.get(actor, lead_id)
+        detail = LeadDetail(lead=lead)
+        comment_rows = await self.session.scalars(
+            select(Comment).where(Comment.lead_id == lead_id).order_by(Comment.id.desc()).limit(comments or None)
+        )
+        detail.comments = list(reversed(comment_rows.all()))
+        history_rows = await self.session.scalars(
+            select(LeadHistory)
+            .where(LeadHistory.lead_id == lead_id)
+            .order_by(LeadHistory.id.desc())
+            .limit(history or None)
+        )
+        detail.history = list(reversed(history_rows.all()))
+        detail.comments_total = len(detail.comments)
+        detail.history_total = len(detail.history)
+        if comments and len(detail.comments) == comments:
+            detail.comments_total = await self._count(Comment, Comment.lead_id == lead_id)
+        if history and len(detail.history) == history:
+            detail.history_total = await self._count(LeadHistory, LeadHistory.lead_id == lead_id)
+        return detail
+
+    async def _count(self, model: type[Comment] | type[LeadHistory], condition: Any) -> int:
+        return int(await self.session.scalar(select(func.count()).select_from(model).where(condition)) or 0)
+
+    def _visible(self, actor: User, flt: LeadFilter) -> Select[Any]:
+        stmt = select(Lead).where(Lead.deleted_at.is_(None))
+        if not permissions.can_view_all(actor):
+            if actor.role != Role.SELLER:
+                raise Forbidden("view")
+            stmt = stmt.where(Lead.assigned_to_id == actor.id)
+        if flt.status is not None:
+            stmt = stmt.where(Lead.status == flt.status)
+        if flt.source is not None:
+            stmt = stmt.where(Lead.source == flt.source)
+        if flt.unassigned:
+            stmt = stmt.where(Lead.assigned_to_id.is_(None))
+        elif flt.assigned_to is not None:
+            stmt = stmt.where(Lead.assigned_to_id == flt.assigned_to)
+        return stmt
+
+    async def page(
+        self,
+        actor: User,
+        flt: LeadFilter,
+        *,
+        limit: int,
+        before_id: int | None = None,
+        after_id: int | None = None,
+    ) -> LeadPage:
+        """Newest first, by keyset on id: any depth costs what the first page costs.
+
+        ``before_id`` pages forward (older leads), ``after_id`` backward (newer ones).
+        """
+        stmt = self._visible(actor, flt)
+        if after_id is not None:
+            stmt = stmt.where(Lead.id > after_id).order_by(Lead.id.asc())
+        else:
+            if before_id is not None:
+                stmt = stmt.where(Lead.id < before_id)
+            stmt = stmt.order_by(Lead.id.desc())
+        rows: list[Lead] = list((await self.session.scalars(stmt.limit(limit + 1))).all())
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if after_id is not None:
+            rows.reverse()
+        return LeadPage(items=rows, has_more=has_more)
+
+    async def list_offset(self, actor: User, flt: LeadFilter, *, page: int, size: int) -> tuple[list[Lead], int]:
+        """Page-numbered listing for the HTTP API: ``(items, total)``.
+
+        Ids are picked from the covering index first and rows fetched after, so a deep OFFSET walks
+        the narrow index, not the table.
+        """
+        base = self._visible(actor, flt)
+        total = int(await self.session.scalar(select(func.count()).select_from(base.subquery())) or 0)
+        ids_stmt = base.with_only_columns(Lead.id).order_by(Lead.id.desc()).limit(size).offset((page - 1) * size)
+        ids = list((await self.session.scalars(ids_stmt)).all())
+        if not ids:
+            return [], total
+        rows = (await self.session.scalars(select(Lead).where(Lead.id.in_(ids)).order_by(Lead.id.desc()))).all()
+        return list(rows), total
+
+    async def search(self, actor: User, text: str, *, limit: int) -> list[Lead]:
+        query = " ".join((text or "").split())
+        if len(query) < 2:
+            raise InvalidInput("q", "query_too_short", "search text must have at least 2 characters")
+        stmt = self._visible(actor, LeadFilter())
+        digits = "".join(ch for ch in query if ch.isdigit())
+        conditions = [func.lower(Lead.client_name).contains(query.lower(), autoescape=True)]
+        if len(digits) >= 3:
+            conditions.append(Lead.phone_number.contains(digits, autoescape=True))
+        stmt = stmt.where(or_(*conditions)).order_by(Lead.id.desc()).limit(limit)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def find_live_by_phone(self, phone_e164: str) -> Lead | None:
+        stmt = select(Lead).where(Lead.phone_number == phone_e164, Lead.deleted_at.is_(None))
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    # ---- writing -------------------------------------------------------------------------------------
+
+    def _history(
+        self,
+        lead: Lead,
+        actor: User | None,
+        action: HistoryAction,
+        old: object = None,
+        new: object = None,
+        field_name: str | None = None,
+    ) -> None:
+        self.session.add(
+            LeadHistory(
+                lead_id=lead.id,
+                action=action.value,
+                field=field_name,
+                old_value=None if old is None else str(old),
+                new_value=None if new is None else str(new),
+                changed_by_id=actor.id if actor else None,
+                changed_at=utcnow(),
+            )
+        )
+
+    def _check_source(self, source: str) -> str:
+        source = (source or "").strip()
+        for known in self.crm.sources:
+            if known.casefold() == source.casefold():
+                return known
+        raise InvalidInput(
+            "source",
+            "source_unknown",
+            f"unknown source; one of: {', '.join(self.crm.sources)}",
+            allowed=list(self.crm.sources),
+        )
+
+    async def _assignee(self, user_id: int) -> User:
+        user = await self.session.get(User, user_id)
+        if user is None or not user.is_active or user.role not in permissions.ASSIGNABLE_ROLES:
+            raise InvalidInput(
+                "assigned_to", "assignee_invalid", "assignee must be an active salesperson", user_id=user_id
+            )
+        return user
+
+    async def _ensure_phone_free(self, phone: str, *, except_lead: int | None = None) -> None:
+        existing = await self.find_live_by_phone(phone)
+        if existing is not None and existing.id != except_lead:
+            raise DuplicateLead(phone, existing.id)
+
+    async def _flush_unique(self, phone: str) -> None:
+        """Flush inside a savepoint; the partial unique index turns a lost race into DuplicateLead."""
+        try:
+            async with self.session.begin_nested():
+                await self.session.flush()
+        except IntegrityError:
+            existing = await self.find_live_by_phone(phone)
+            raise DuplicateLead(phone, existing.id if existing else 0) from None
+
+    async def create(self, actor: User, draft: LeadDraft) -> Lead:
+        if not permissions.can_create(actor):
+            raise Forbidden("create")
+        name = clean_name(draft.client_name)
+        phone = normalize_phone(draft.phone_number, self.crm.phone_region)
+        source = self._check_source(draft.source)
+        budget = check_budget(draft.budget)
+        notes = clean_text(draft.notes, "notes", MAX_NOTES, required=False)
+        assignee = await self._assignee(draft.assigned_to) if draft.assigned_to is not None else None
+        await self._ensure_phone_free(phone)
+        now = utcnow()
+        lead = Lead(
+            client_name=name,
+            phone_number=phone,
+            status=LeadStatus.NEW,
+            source=source,
+            budget=budget,
+            notes=notes,
+            assigned_to_id=assignee.id if assignee else None,
+            created_by_id=actor.id,
+            created_at=now,
+            updated_at=now,
+            reminder_count=0,
+        )
+        self.session.add(lead)
+        await self._flush_unique(phone)
+        self._history(lead, actor, HistoryAction.CREATED, None, LeadStatus.NEW.value)
+        if assignee is not None:
+            self._history(lead, actor, HistoryAction.ASSIGNED, None, assignee.full_name)
+        self.events.append(LeadCreated(lead.id, actor.id))
+        await self.session.flush()
+        await self.session.refresh(lead, ["assigned_to", "created_by"])
+        return lead
+
+    async def update(self, actor: User, lead_id: int, changes: LeadChanges) -> Lead:
+        lead = await self._load(lead_id, for_update=True)
+        if not permissions.can_update(actor, lead):
+            raise Forbidden("update")
+        given = changes.given()
+        cleaned: dict[LeadField, Any] = {}
+        for name, value in given.items():
+            if name is LeadField.CLIENT_NAME:
+                cleaned[name] = clean_name(value)
+            elif name is LeadField.PHONE_NUMBER:
+                cleaned[name] = normalize_phone(value, self.crm.phone_region)
+            elif name is LeadField.SOURCE:
+                cleaned[name] = self._check_source(value)
+            elif name is LeadField.BUDGET:
+                cleaned[name] = check_budget(value)
+            elif name is LeadField.NOTES:
+                cleaned[name] = clean_text(value, "notes", MAX_NOTES, required=False)
+            elif name is LeadField.CLOSING_DATE:
+                if value is not None and not isinstance(value, date):
+                    raise InvalidInput("closing_date", "date_invalid", "closing_date must be a date")
+                cleaned[name] = value
+        phone = cleaned.get(LeadField.PHONE_NUMBER)
+        if phone is not None and phone != lead.phone_number:
+            await self._ensure_phone_free(phone, except_lead=lead.id)
+        changed = False
+        for name, value in cleaned.items():
+            old = getattr(lead, name.value)
+            if old == value:
+                continue
+            setattr(lead, name.value, value)
+            self._history(lead, actor, HistoryAction.UPDATED, _fmt(old), _fmt(value), name.value)
+            changed = True
+        if changed:
+            lead.updated_at = utcnow()
+            if phone is not None:
+                await self._flush_unique(phone)
+        return lead
+
+    def allowed_moves(self, actor: User, lead: Lead) -> list[LeadStatus]:
+        if not permissions.can_update(actor, lead):
+            return []
+        moves = set(FORWARD_MOVES[lead.status])
+        if permissions.can_reopen(actor):
+            moves |= REOPEN_MOVES.get(lead.status, frozenset())
+        return sorted(moves, key=lambda s: s.code)
+
+    async def change_status(
+        self, actor: User, lead_id: int, new_status: LeadStatus, *, reason: str | None = None
+    ) -> Lead:
+        lead = await self._load(lead_id, for_update=True)
+        if not permissions.can_update(actor, lead):
+            raise Forbidden("update")
+        old_status = LeadStatus(lead.status)
+        allowed = self.allowed_moves(actor, lead)
+        if new_status not in allowed:
+            if new_status in REOPEN_MOVES.get(old_status, frozenset()):
+                raise Forbidden("reopen", "only an admin or the head of sales may reopen a lead")
+            raise InvalidTransition(old_status, new_status, allowed)
+        if new_status == LeadStatus.REFUSED:
+            lead.refusal_reason = clean_text(reason, "reason", MAX_REASON)
+        elif old_status == LeadStatus.REFUSED:
+            lead.refusal_reason = None
+        if new_status == LeadStatus.CLOSED and lead.closing_date is None:
+            lead.closing_date = utcnow().astimezone(self.crm.tz).date()
+        lead.status = new_status
+        lead.updated_at = utcnow()
+        if new_status != LeadStatus.NEW:
+            lead.next_reminder_at = None
+        self._history(lead, actor, HistoryAction.STATUS_CHANGED, old_status.value, new_status.value)
+        self.events.append(LeadStatusChanged(lead.id, actor.id, old_status, new_status))
+        return lead
+
+    async def assign(self, actor: User, lead_id: int, assignee_id: int) -> Lead:
+        if not permissions.can_assign(actor):
+            raise Forbidden("assign")
+        lead = await self._load(lead_id, for_update=True)
+        assignee = await self._assignee(assignee_id)
+        if lead.assigned_to_id == assignee.id:
+            raise InvalidInput("assigned_to", "already_assigned", "the lead is already assigned to this person")
+        old = lead.assigned_to
+        old_id = lead.assigned_to_id
+        lead.assigned_to_id = assignee.id
+        lead.assigned_to = assignee
+        lead.updated_at = utcnow()
+        self._history(lead, actor, HistoryAction.ASSIGNED, old.full_name if old else None, assignee.full_name)
+        self.events.append(LeadReassigned(lead.id, actor.id, old_id, assignee.id))
+        return lead
+
+    async def take(self, actor: User, lead_id: int) -> Lead:
+        """A salesperson claims an unassigned lead; one conditional UPDATE makes two presses give one owner."""
+        lead = await self._load(lead_id)
+        if actor.role != Role.SELLER:
+            raise Forbidden("take")
+        if lead.assigned_to_id is not None:
+            if lead.assigned_to_id == actor.id:
+                return lead
+            raise Forbidden("take", "the lead has already been taken")
+        result = await self.session.execute(
+            update(Lead)
+            .where(Lead.id == lead_id, Lead.assigned_to_id.is_(None), Lead.deleted_at.is_(None))
+            .values(assigned_to_id=actor.id, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            raise Forbidden("take", "the lead has already been taken")
+        await self.session.refresh(lead)
+        self._history(lead, actor, HistoryAction.ASSIGNED, None, actor.full_name)
+        self.events.append(LeadReassigned(lead.id, actor.id, None, actor.id))
+        return lead
+
+    async def add_comment(self, actor: User, lead_id: int, text: str) -> Comment:
+        lead = await self._load(lead_id)
+        if not permissions.can_comment(actor, lead):
+            raise Forbidden("comment")
+        body = clean_text(text, "text", MAX_COMMENT)
+        assert body is not None
+        comment = Comment(lead_id=lead.id, text=body, created_by_id=actor.id, created_at=utcnow())
+        comment.created_by = actor
+        self.session.add(comment)
+        lead.updated_at = utcnow()
+        await self.session.flush()
+        self.events.append(CommentAdded(lead.id, actor.id, comment.id))
+        return comment
+
+    async def delete(self, actor: User, lead_id: int) -> Lead:
+        if not permissions.can_delete(actor):
+            raise Forbidden("delete")
+        lead = await self._load(lead_id, for_update=True)
+        lead.deleted_at = utcnow()
+        lead.deleted_by_id = actor.id
+        lead.updated_at = lead.deleted_at
+        self._history(lead, actor, HistoryAction.DELETED, lead.status, None)
+        return lead
+
+    async def comments(
+        self, actor: User, lead_id: int, *, limit: int = 50, before_id: int | None = None
+    ) -> list[Comment]:
+        await self.get(actor, lead_id)
+        stmt = select(Comment).where(Comment.lead_id == lead_id)
+        if before_id is not None:
+            stmt = stmt.where(Comment.id < before_id)
+        rows = await self.session.scalars(stmt.order_by(Comment.id.desc()).limit(limit))
+        return list(rows.all())
+
+    async def history(self, actor: User, lead_id: int) -> list[LeadHistory]:
+        await self.get(actor, lead_id)
+        rows = await self.session.scalars(
+            select(LeadHistory).where(LeadHistory.lead_id == lead_id).order_by(LeadHistory.id)
+        )
+        return list(rows.all())
+
+
+def _fmt(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return f"{value:g}" if value != int(value) else str(int(value))
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return str(value)

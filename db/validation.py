@@ -1,0 +1,117 @@
+"""Parsing and cleaning of user input shared by the bot, the API and imports."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import date
+
+import phonenumbers
+
+from db.errors import InvalidInput
+
+MAX_NAME = 200
+MAX_NOTES = 2000
+MAX_COMMENT = 2000
+MAX_REASON = 500
+MAX_BUDGET = 1e12
+
+_BUDGET = re.compile(r"^(\d+(?:[.,]\d+)?)\s*([kmкм]|тыс|млн)?$", re.IGNORECASE)
+_MULTIPLIERS = {"k": 1e3, "к": 1e3, "тыс": 1e3, "m": 1e6, "м": 1e6, "млн": 1e6}
+
+
+def example_phone(region: str) -> str:
+    example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    if example is None:
+        return "+998901234567"
+    return phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def normalize_phone(raw: str, region: str) -> str:
+    """Any common way of writing a number -> E.164, or InvalidInput naming a valid example."""
+    text = (raw or "").strip()
+    example = example_phone(region)
+    if not text or re.search(r"[^\d\s+()\-.]", text):
+        raise InvalidInput("phone_number", "phone_invalid", f"invalid phone number; e.g. {example}", example=example)
+    digits = re.sub(r"\D", "", text)
+    candidates = [text]
+    if not text.startswith("+"):
+        # "998901234567" is the international form written without its plus.
+        candidates.append("+" + digits)
+    for candidate in candidates:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    raise InvalidInput("phone_number", "phone_invalid", f"invalid phone number; e.g. {example}", example=example)
+
+
+def format_phone(e164: str) -> str:
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def clean_name(raw: str | None) -> str:
+    name = " ".join((raw or "").split())
+    if not name:
+        raise InvalidInput("client_name", "name_empty", "client name must not be empty")
+    if len(name) > MAX_NAME:
+        raise InvalidInput(
+            "client_name", "name_too_long", f"client name is longer than {MAX_NAME} characters", limit=MAX_NAME
+        )
+    return name
+
+
+def clean_text(raw: str | None, field: str, limit: int, *, required: bool = True) -> str | None:
+    text = (raw or "").strip()
+    if not text:
+        if required:
+            raise InvalidInput(field, "text_empty", f"{field} must not be empty")
+        return None
+    if len(text) > limit:
+        raise InvalidInput(field, "text_too_long", f"{field} is longer than {limit} characters", limit=limit)
+    return text
+
+
+def check_budget(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not math.isfinite(value) or value < 0 or value > MAX_BUDGET:
+        raise InvalidInput("budget", "budget_invalid", "budget must be a non-negative number")
+    return float(value)
+
+
+def parse_budget(raw: str) -> float:
+    """``50000``, ``50 000``, ``50,000``, ``50k``, ``1.5m``, ``50 тыс`` -> a number."""
+    text = (raw or "").strip().lower().replace("$", "").replace("\u00a0", " ")
+    text = re.sub(r"(?<=\d)[ '](?=\d{3}\b)", "", text)
+    if re.fullmatch(r"\d{1,3}(,\d{3})+", text):
+        text = text.replace(",", "")
+    match = _BUDGET.match(text.strip())
+    if not match:
+        raise InvalidInput("budget", "budget_invalid", "budget must be a number like 50000, 50 000 or 50k")
+    amount = float(match.group(1).replace(",", "."))
+    if match.group(2):
+        amount *= _MULTIPLIERS[match.group(2).lower()]
+    result = check_budget(amount)
+    assert result is not None
+    return result
+
+
+def parse_date(raw: str) -> date:
+    """``2025-12-05`` or ``05.12.2025``."""
+    text = (raw or "").strip()
+    for pattern, order in ((r"(\d{4})-(\d{1,2})-(\d{1,2})", "ymd"), (r"(\d{1,2})\.(\d{1,2})\.(\d{4})", "dmy")):
+        match = re.fullmatch(pattern, text)
+        if match:
+            parts = dict(zip(order, map(int, match.groups()), strict=True))
+            try:
+                return date(parts["y"], parts["m"], parts["d"])
+            except ValueError:
+                break
+    raise InvalidInput("closing_date", "date_invalid", "date must look like 2025-12-05 or 05.12.2025")

@@ -1,0 +1,23 @@
+"""Feature routers, in the order the dispatcher tries them.
+
+Each module exposes ``create_router()`` rather than a module-level router: a router can belong to one
+dispatcher only, and the tests build a fresh production dispatcher for every case.
+
+Order matters: ``errors`` first (it only sees exceptions), then ``common`` (``/cancel`` must win over
+any state handler), the feature routers, and last ``fallback`` for anything nothing else took.
+"""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from handlers import common, errors, fallback, start
+
+
+def get_routers() -> list[Router]:
+    return [
+        errors.create_router(),
+        common.create_router(),
+        start.create_router(),
+        fallback.create_router(),
+    ]

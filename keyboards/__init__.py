@@ -1,0 +1,1 @@
+"""Typed callback data (ids and enums only, always within Telegram's 64 bytes) and keyboard builders."""

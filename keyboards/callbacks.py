@@ -1,0 +1,86 @@
+"""Every CallbackData factory of the bot. Ids and enum codes only: a button never carries free text."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from aiogram.filters.callback_data import CallbackData
+
+from db.enums import Role, StatusCode
+
+CALLBACK_DATA_LIMIT = 64
+
+
+class MenuAction(StrEnum):
+    NEW = "new"
+    LEADS = "leads"
+    MY_LEADS = "my"
+    FIND = "find"
+    TASKS = "tasks"
+    USERS = "users"
+    INVITE = "invite"
+    OUTBOX = "outbox"
+
+
+class MenuCB(CallbackData, prefix="mn"):
+    action: MenuAction
+
+
+class LangCB(CallbackData, prefix="lg"):
+    lang: str
+
+
+class LeadAction(StrEnum):
+    OPEN = "o"
+    STATUS = "s"  # show the allowed status moves
+    COMMENT = "c"  # start writing a comment
+    ASSIGN = "a"  # show salespeople to assign
+    EDIT = "e"  # show editable fields
+    DELETE = "d"  # ask for confirmation
+    DELETE_CONFIRM = "D"
+    MORE_COMMENTS = "mc"
+    MORE_HISTORY = "mh"
+    TAKE = "t"  # a salesperson takes the lead (into work / from the team chat)
+    FOLLOWUP = "f"  # set a follow-up
+
+
+class LeadCB(CallbackData, prefix="ld"):
+    action: LeadAction
+    lead_id: int
+
+
+class LeadStatusCB(CallbackData, prefix="ls"):
+    lead_id: int
+    code: StatusCode
+
+
+class AssignCB(CallbackData, prefix="as"):
+    lead_id: int
+    user_id: int
+
+
+class EditField(StrEnum):
+    CLIENT_NAME = "n"
+    PHONE_NUMBER = "p"
+    SOURCE = "s"
+    BUDGET = "b"
+    NOTES = "t"
+    CLOSING_DATE = "d"
+
+
+class LeadEditCB(CallbackData, prefix="le"):
+    lead_id: int
+    field: EditField
+
+
+class UserAction(StrEnum):
+    OPEN = "o"
+    SET_ROLE = "r"
+    DEACTIVATE = "d"
+    ACTIVATE = "a"
+
+
+class UserCB(CallbackData, prefix="us"):
+    action: UserAction
+    user_id: int
+    role: Role | None = None

@@ -1,0 +1,217 @@
+"""Shared fixtures: a migrated SQLite file per test, settings, the team, and the production dispatcher
+driven through a recording fake of the Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiogram import Bot, Dispatcher
+from aiogram.filters.callback_data import CallbackData
+from aiogram.methods import EditMessageText, SendMessage
+from aiogram.types import Contact, Message
+from aiogram.types import User as TgUser
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from bot.config import Settings
+from bot.factory import create_dispatcher
+from db.engine import create_engine, create_sessionmaker
+from db.enums import Role
+from db.migrate import upgrade
+from db.models import User
+from db.uow import UnitOfWork, UnitOfWorkFactory
+from tests.fakes import RecordingSession, UpdateFactory, buttons, make_bot, tg_user
+
+ADMIN_TG = 1001
+
+
+@pytest.fixture(scope="session")
+def db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrate once; every test copies the file (much faster than migrating per test)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+
+    async def build() -> None:
+        engine = create_engine(f"sqlite+aiosqlite:///{path}")
+        await upgrade(engine)
+        await engine.dispose()
+
+    asyncio.run(build())
+    return path
+
+
+@pytest.fixture
+def db_url(db_template: Path, tmp_path: Path) -> str:
+    target = tmp_path / "leadbot.db"
+    shutil.copyfile(db_template, target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings.model_validate(
+        {"bot": {"token": "42:TEST-TOKEN"}, "database": {"url": db_url}, "access": {"admins": [ADMIN_TG]}}
+    )
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.database.url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return create_sessionmaker(engine)
+
+
+@pytest.fixture
+def uow_factory(sessionmaker: async_sessionmaker[Any], settings: Settings) -> UnitOfWorkFactory:
+    return UnitOfWorkFactory(sessionmaker, settings)
+
+
+@dataclass
+class Member:
+    """A team member as both the database and Telegram see them."""
+
+    user: User
+    tg: TgUser
+
+    @property
+    def id(self) -> int:
+        return self.user.id
+
+    @property
+    def chat_id(self) -> int:
+        return self.tg.id
+
+
+@dataclass
+class Team:
+    admin: Member
+    rop: Member
+    mop: Member
+    seller: Member
+    seller2: Member
+    finance: Member
+    inactive: Member
+    stranger: TgUser = field(default_factory=lambda: tg_user(9999, "Stranger"))
+
+    def by_role(self, role: Role) -> Member:
+        return {
+            Role.ADMIN: self.admin,
+            Role.ROP: self.rop,
+            Role.MOP: self.mop,
+            Role.SELLER: self.seller,
+            Role.FINANCE: self.finance,
+        }[role]
+
+
+async def add_member(
+    uow: UnitOfWork,
+    telegram_id: int,
+    role: Role,
+    first: str,
+    last: str | None = None,
+    *,
+    active: bool = True,
+    language: str = "ru",
+) -> Member:
+    user = User(
+        telegram_id=telegram_id, role=role, first_name=first, last_name=last, is_active=active, language=language
+    )
+    uow.session.add(user)
+    await uow.session.flush()
+    return Member(user=user, tg=tg_user(telegram_id, first, last, language_code=language))
+
+
+@pytest.fixture
+async def team(uow_factory: UnitOfWorkFactory) -> Team:
+    async with uow_factory() as uow:
+        members = Team(
+            admin=await add_member(uow, ADMIN_TG, Role.ADMIN, "Админ", "Главный"),
+            rop=await add_member(uow, 1002, Role.ROP, "Роп", "Петров"),
+            mop=await add_member(uow, 1003, Role.MOP, "Моп", "Сидоров"),
+            seller=await add_member(uow, 1004, Role.SELLER, "Продажник", "Иванов"),
+            seller2=await add_member(uow, 1005, Role.SELLER, "Второй", "Продажник"),
+            finance=await add_member(uow, 1006, Role.FINANCE, "Фин", "Финансов"),
+            inactive=await add_member(uow, 1007, Role.SELLER, "Бывший", "Сотрудник", active=False),
+        )
+        await uow.commit()
+    return members
+
+
+@dataclass
+class Harness:
+    """The production dispatcher, fed real updates, talking to a recording fake of Telegram."""
+
+    bot: Bot
+    session: RecordingSession
+    dp: Dispatcher
+    settings: Settings
+    uow_factory: UnitOfWorkFactory
+    updates: UpdateFactory = field(default_factory=UpdateFactory)
+
+    async def send(
+        self,
+        who: Member | TgUser,
+        text: str | None = None,
+        *,
+        contact: Contact | None = None,
+        chat_id: int | None = None,
+    ) -> None:
+        user = who.tg if isinstance(who, Member) else who
+        await self.dp.feed_update(self.bot, self.updates.message(user, text, contact=contact, chat_id=chat_id))
+
+    async def click(
+        self,
+        who: Member | TgUser,
+        data: str | CallbackData,
+        *,
+        message: Message | None = None,
+        chat_id: int | None = None,
+    ) -> None:
+        user = who.tg if isinstance(who, Member) else who
+        await self.dp.feed_update(self.bot, self.updates.callback(user, data, message=message, chat_id=chat_id))
+
+    def last(self, chat_id: int) -> SendMessage | EditMessageText:
+        for request in reversed(self.session.requests):
+            if (
+                isinstance(request, SendMessage | EditMessageText)
+                and request.chat_id is not None
+                and int(request.chat_id) == chat_id
+            ):
+                return request
+        raise AssertionError(f"nothing was sent to chat {chat_id}")
+
+    def last_text(self, chat_id: int) -> str:
+        return self.last(chat_id).text
+
+    def last_buttons(self, chat_id: int) -> list[tuple[str, str]]:
+        return buttons(self.last(chat_id).reply_markup)
+
+    async def press(self, who: Member, text_part: str) -> None:
+        """Press the button whose caption contains ``text_part`` in the last message to ``who``."""
+        for text, data in self.last_buttons(who.chat_id):
+            if text_part.casefold() in text.casefold():
+                await self.click(who, data)
+                return
+        raise AssertionError(f"no button {text_part!r} in {self.last_buttons(who.chat_id)}")
+
+    def alerts(self) -> list[str]:
+        from aiogram.methods import AnswerCallbackQuery
+
+        return [r.text or "" for r in self.session.of(AnswerCallbackQuery) if r.text]
+
+
+@pytest.fixture
+def harness(settings: Settings, sessionmaker: async_sessionmaker[Any]) -> Iterator[Harness]:
+    session = RecordingSession()
+    bot = make_bot(session)
+    dp = create_dispatcher(settings, sessionmaker)
+    yield Harness(bot=bot, session=session, dp=dp, settings=settings, uow_factory=dp["uow_factory"])
