@@ -15,7 +15,7 @@ from aiogram.fsm.storage.memory import MemoryStorage
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.config import Settings
-from bot.middlewares import DatabaseMiddleware
+from bot.middlewares import CommandLeavesConversationMiddleware, DatabaseMiddleware
 from db.uow import EventSink, UnitOfWorkFactory
 from handlers import get_routers
 
@@ -34,6 +34,13 @@ def create_bot(settings: Settings, *, session: BaseSession | None = None, token:
     )
 
 
+def create_uow_factory(
+    settings: Settings, sessionmaker: async_sessionmaker[Any], *, sink: EventSink | None = None
+) -> UnitOfWorkFactory:
+    """The one way every interface (bot, API, jobs) gets units of work, so all emit the same events."""
+    return UnitOfWorkFactory(sessionmaker, settings, sink)
+
+
 def create_dispatcher(
     settings: Settings,
     sessionmaker: async_sessionmaker[Any],
@@ -45,10 +52,11 @@ def create_dispatcher(
 
     ``sink`` receives the domain events of each committed update (the notification outbox).
     """
-    uow_factory = UnitOfWorkFactory(sessionmaker, settings, sink)
+    uow_factory = create_uow_factory(settings, sessionmaker, sink=sink)
     dispatcher = Dispatcher(storage=storage or MemoryStorage())
     dispatcher["settings"] = settings
     dispatcher["uow_factory"] = uow_factory
     dispatcher.update.outer_middleware(DatabaseMiddleware(uow_factory, settings))
+    dispatcher.message.outer_middleware(CommandLeavesConversationMiddleware())
     dispatcher.include_routers(*get_routers())
     return dispatcher

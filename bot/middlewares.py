@@ -7,6 +7,7 @@ from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.enums import ChatType
+from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 from aiogram.types import User as TgUser
 
@@ -85,3 +86,20 @@ async def _refuse(event: TelegramObject, text: str) -> None:
 
 def _plain(text: str) -> str:
     return text.replace("<code>", "").replace("</code>", "")
+
+
+class CommandLeavesConversationMiddleware(BaseMiddleware):
+    """Starting another command mid-conversation abandons the conversation (its draft with it).
+
+    Without this a half-finished /new would swallow the next plain text the user types, long after
+    they moved on to /leads.
+    """
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        if isinstance(event, Message) and (event.text or "").startswith("/"):
+            command = event.text.split(maxsplit=1)[0].split("@")[0] if event.text else ""
+            state: FSMContext | None = data.get("state")
+            if command not in ("/cancel", "/help", "/lang") and state is not None and await state.get_state():
+                await state.clear()
+                data["raw_state"] = None
+        return await handler(event, data)

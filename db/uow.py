@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from db.events import DomainEvent
 from db.repositories import InviteRepository, LeadRepository, UserRepository
+from db.repositories.outbox import OutboxRepository
 
 
 class EventSink(Protocol):
@@ -32,6 +33,7 @@ class UnitOfWork:
         self.users = UserRepository(session, settings.access)
         self.invites = InviteRepository(session, settings.access)
         self.leads = LeadRepository(session, settings.crm, self.events)
+        self.outbox = OutboxRepository(session)
 
     async def commit(self) -> None:
         if self.events and self.sink is not None:
@@ -64,5 +66,6 @@ class UnitOfWorkFactory:
             try:
                 yield uow
             finally:
-                if not uow.committed:
-                    await uow.rollback()
+                # Closing the session rolls back whatever was not committed; unlike rollback() it
+                # leaves loaded objects readable after the block.
+                uow.events.clear()

@@ -11,7 +11,20 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import common, errors, fallback, start
+from handlers import (
+    common,
+    errors,
+    fallback,
+    followups,
+    lead_card,
+    leads_list,
+    new_lead,
+    outbox_admin,
+    people,
+    start,
+    team,
+    tokens,
+)
 
 
 def get_routers() -> list[Router]:
@@ -19,5 +32,13 @@ def get_routers() -> list[Router]:
         errors.create_router(),
         common.create_router(),
         start.create_router(),
+        new_lead.create_router(),
+        lead_card.create_router(),
+        leads_list.create_router(),
+        people.create_router(),
+        followups.create_router(),
+        team.create_router(),
+        tokens.create_router(),
+        outbox_admin.create_router(),
         fallback.create_router(),
     ]

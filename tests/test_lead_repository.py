@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from db.enums import HistoryAction, LeadStatus
+from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
+from db.repositories import LeadDraft, LeadFilter
+from db.uow import UnitOfWorkFactory
+from tests.conftest import Team
+
+
+def draft(phone: str = "+998901234567", **kw: object) -> LeadDraft:
+    base: dict[str, object] = {"client_name": "Иван Петров", "phone_number": phone, "source": "Instagram"}
+    base.update(kw)
+    return LeadDraft(**base)  # type: ignore[arg-type]
+
+
+async def test_create_writes_history_and_normalises_phone(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    async with uow_factory() as uow:
+        lead = await uow.leads.create(team.mop.user, draft("90 123 45 67", assigned_to=team.seller.id, budget=5e4))
+        await uow.commit()
+    async with uow_factory() as uow:
+        history = await uow.leads.history(team.admin.user, lead.id)
+    assert lead.phone_number == "+998901234567"
+    assert lead.status == LeadStatus.NEW
+    assert [h.action for h in history] == [HistoryAction.CREATED, HistoryAction.ASSIGNED]
+    assert history[1].new_value == "Продажник Иванов"
+
+
+async def test_duplicate_phone_is_refused_with_existing_id(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    async with uow_factory() as uow:
+        first = await uow.leads.create(team.mop.user, draft())
+        await uow.commit()
+    async with uow_factory() as uow:
+        with pytest.raises(DuplicateLead) as info:
+            await uow.leads.create(team.rop.user, draft("998901234567"))
+    assert info.value.existing_lead_id == first.id
+
+
+async def test_racing_creations_give_one_lead(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    async def attempt() -> str:
+        async with uow_factory() as uow:
+            try:
+                await uow.leads.create(team.mop.user, draft())
+                await uow.commit()
+            except DuplicateLead:
+                return "duplicate"
+            return "created"
+
+    results = await asyncio.gather(*(attempt() for _ in range(5)))
+    assert results.count("created") == 1
+    async with uow_factory() as uow:
+        page = await uow.leads.page(team.admin.user, LeadFilter(), limit=10)
+    assert len(page.items) == 1
+
+
+async def test_soft_delete_frees_the_phone_and_keeps_history(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    async with uow_factory() as uow:
+        lead = await uow.leads.create(team.mop.user, draft())
+        await uow.leads.delete(team.rop.user, lead.id)
+        again = await uow.leads.create(team.mop.user, draft())
+        await uow.commit()
+    assert again.id != lead.id
+    async with uow_factory() as uow:
+        with pytest.raises(NotFound):
+            await uow.leads.get(team.admin.user, lead.id)
+        rows = (await uow.session.execute(__import__("sqlalchemy").text(
+            "select action from lead_history where lead_id = :id"), {"id": lead.id})).scalars().all()
+    assert "deleted" in rows
+
+
+async def test_status_moves_and_reopen(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    async with uow_factory() as uow:
+        lead = await uow.leads.create(team.mop.user, draft(assigned_to=team.seller.id))
+        with pytest.raises(InvalidTransition) as info:
+            await uow.leads.change_status(team.seller.user, lead.id, LeadStatus.CLOSED)
+        assert set(info.value.allowed) == {LeadStatus.IN_WORK, LeadStatus.REFUSED}
+        with pytest.raises(InvalidInput):
+            await uow.leads.change_status(team.seller.user, lead.id, LeadStatus.REFUSED, reason="  ")
+        await uow.leads.change_status(team.seller.user, lead.id, LeadStatus.REFUSED, reason="дорого")
+        with pytest.raises(Forbidden):
+            await uow.leads.change_status(team.mop.user, lead.id, LeadStatus.IN_WORK)
+        reopened = await uow.leads.change_status(team.rop.user, lead.id, LeadStatus.IN_WORK)
+        assert reopened.refusal_reason is None
+        with pytest.raises(Forbidden):
+            await uow.leads.change_status(team.seller2.user, lead.id, LeadStatus.CLOSED)
+        closed = await uow.leads.change_status(team.seller.user, lead.id, LeadStatus.CLOSED)
+        assert closed.closing_date is not None
