@@ -10,6 +10,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.commands import command_names, set_chat_commands
 from bot.texts import Texts, texts_for
+from bot.views import esc
 from db.enums import Role
 from db.models import User
 from db.uow import UnitOfWork
@@ -26,7 +27,8 @@ async def cmd_cancel(message: Message, state: FSMContext, texts: Texts) -> None:
 
 async def cmd_help(message: Message, actor: User, texts: Texts) -> None:
     lines = [texts.t("start.help_header")]
-    lines += [f"/{name} — {texts.t(f'cmd.{name}')}" for name in command_names(Role(actor.role))]
+    # Command descriptions are plain text written for Telegram's menu (they contain "<id>").
+    lines += [f"/{name} — {esc(texts.t(f'cmd.{name}'))}" for name in command_names(Role(actor.role))]
     await message.answer("\n".join(lines))
 
 

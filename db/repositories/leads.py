@@ -408,10 +408,10 @@ class LeadRepository:
         body = clean_text(text, "text", MAX_COMMENT)
         assert body is not None
         comment = Comment(lead_id=lead.id, text=body, created_by_id=actor.id, created_at=utcnow())
-        comment.created_by = actor
         self.session.add(comment)
         lead.updated_at = utcnow()
         await self.session.flush()
+        await self.session.refresh(comment, ["created_by"])
         self.events.append(CommentAdded(lead.id, actor.id, comment.id))
         return comment
 
