@@ -17,6 +17,7 @@ from bot.config import Settings
 from db.events import DomainEvent
 from db.repositories import InviteRepository, LeadRepository, UserRepository
 from db.repositories.outbox import OutboxRepository
+from db.repositories.tokens import ApiTokenRepository, IdempotencyRepository
 
 
 class EventSink(Protocol):
@@ -34,6 +35,8 @@ class UnitOfWork:
         self.invites = InviteRepository(session, settings.access)
         self.leads = LeadRepository(session, settings.crm, self.events)
         self.outbox = OutboxRepository(session)
+        self.tokens = ApiTokenRepository(session)
+        self.idempotency = IdempotencyRepository(session)
 
     async def commit(self) -> None:
         if self.events and self.sink is not None:
