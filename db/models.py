@@ -22,9 +22,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 from db.enums import LeadStatus, OutboxStatus, Role
+from db.validation import fold_for_search
 
 
 def utcnow() -> datetime:
@@ -98,12 +99,17 @@ class Lead(Base):
         Index("ix_leads_live_status", "status", "id", sqlite_where=LIVE, postgresql_where=LIVE),
         Index("ix_leads_live_source", "source", "id", sqlite_where=LIVE, postgresql_where=LIVE),
         Index("ix_leads_live_assignee", "assigned_to_id", "status", "id", sqlite_where=LIVE, postgresql_where=LIVE),
+        # The /leads list: newest first with no filter, and per salesperson without a status filter.
+        Index("ix_leads_live_id", "id", sqlite_where=LIVE, postgresql_where=LIVE),
+        Index("ix_leads_live_assignee_id", "assigned_to_id", "id", sqlite_where=LIVE, postgresql_where=LIVE),
         Index("ix_leads_reminder_due", "status", "next_reminder_at", sqlite_where=LIVE, postgresql_where=LIVE),
         Index("ix_leads_updated_at", "updated_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     client_name: Mapped[str] = mapped_column(String(200))
+    # fold_for_search(client_name), kept in step by _fold_name: what /find compares against.
+    search_name: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
     phone_number: Mapped[str] = mapped_column(String(20))
     status: Mapped[LeadStatus] = mapped_column(String(16), default=LeadStatus.NEW)
     source: Mapped[str] = mapped_column(String(64))
@@ -123,6 +129,11 @@ class Lead(Base):
 
     assigned_to: Mapped[User | None] = relationship(foreign_keys=[assigned_to_id], lazy="joined")
     created_by: Mapped[User] = relationship(foreign_keys=[created_by_id], lazy="joined")
+
+    @validates("client_name")
+    def _fold_name(self, _key: str, value: str) -> str:
+        self.search_name = fold_for_search(value)
+        return value
 
 
 class Comment(Base):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from datetime import date
 
 import phonenumbers
@@ -65,6 +66,14 @@ def clean_name(raw: str | None) -> str:
             "client_name", "name_too_long", f"client name is longer than {MAX_NAME} characters", limit=MAX_NAME
         )
     return name
+
+
+def fold_for_search(text: str | None) -> str:
+    """The form names are stored and searched in: NFKC, Unicode case-folded, «ё» read as «е».
+
+    SQLite's own lower()/LIKE fold ASCII only, so «иван» would not find «Иван» there.
+    """
+    return unicodedata.normalize("NFKC", " ".join((text or "").split())).casefold().replace("ё", "е")
 
 
 def clean_text(raw: str | None, field: str, limit: int, *, required: bool = True) -> str | None:

@@ -23,6 +23,7 @@ from db.validation import (
     check_budget,
     clean_name,
     clean_text,
+    fold_for_search,
     normalize_phone,
 )
 
@@ -190,7 +191,8 @@ class LeadRepository:
             raise InvalidInput("q", "query_too_short", "search text must have at least 2 characters")
         stmt = self._visible(actor, LeadFilter())
         digits = "".join(ch for ch in query if ch.isdigit())
-        conditions = [func.lower(Lead.client_name).contains(query.lower(), autoescape=True)]
+        # Compared in folded form on both sides: SQLite's lower()/LIKE leave Cyrillic case alone.
+        conditions = [Lead.search_name.contains(fold_for_search(query), autoescape=True)]
         if len(digits) >= 3:
             conditions.append(Lead.phone_number.contains(digits, autoescape=True))
         stmt = stmt.where(or_(*conditions)).order_by(Lead.id.desc()).limit(limit)

@@ -72,6 +72,7 @@ def upgrade() -> None:
         "leads",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("client_name", sa.String(length=200), nullable=False),
+        sa.Column("search_name", sa.Text(), server_default=sa.text("''"), nullable=False),
         sa.Column("phone_number", sa.String(length=20), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("source", sa.String(length=64), nullable=False),
@@ -105,6 +106,20 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_leads_live_assignee",
             ["assigned_to_id", "status", "id"],
+            unique=False,
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        )
+        batch_op.create_index(
+            "ix_leads_live_assignee_id",
+            ["assigned_to_id", "id"],
+            unique=False,
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        )
+        batch_op.create_index(
+            "ix_leads_live_id",
+            ["id"],
             unique=False,
             sqlite_where=sa.text("deleted_at IS NULL"),
             postgresql_where=sa.text("deleted_at IS NULL"),
@@ -287,6 +302,16 @@ def downgrade() -> None:
         )
         batch_op.drop_index(
             "ix_leads_live_source",
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        )
+        batch_op.drop_index(
+            "ix_leads_live_id",
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        )
+        batch_op.drop_index(
+            "ix_leads_live_assignee_id",
             sqlite_where=sa.text("deleted_at IS NULL"),
             postgresql_where=sa.text("deleted_at IS NULL"),
         )
