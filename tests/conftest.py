@@ -25,6 +25,7 @@ from db.enums import Role
 from db.migrate import upgrade
 from db.models import User
 from db.uow import UnitOfWork, UnitOfWorkFactory
+from tests.fake_bot_api import FakeBotAPI
 from tests.fakes import RecordingSession, UpdateFactory, buttons, make_bot, tg_user
 
 ADMIN_TG = 1001
@@ -215,3 +216,10 @@ def harness(settings: Settings, sessionmaker: async_sessionmaker[Any]) -> Iterat
     bot = make_bot(session)
     dp = create_dispatcher(settings, sessionmaker)
     yield Harness(bot=bot, session=session, dp=dp, settings=settings, uow_factory=dp["uow_factory"])
+
+
+@pytest.fixture
+async def fake_bot_api() -> AsyncIterator[FakeBotAPI]:
+    """A fake Bot API server on 127.0.0.1 (tests/fake_bot_api.py), started and stopped around the test."""
+    async with FakeBotAPI() as server:
+        yield server
