@@ -86,6 +86,12 @@ class UserRepository:
         rows = await self.session.scalars(stmt.order_by(User.is_active.desc(), User.role, User.first_name, User.id))
         return list(rows.all())
 
+    async def member(self, actor: User, user_id: int) -> User:
+        """One member's card: for whoever may see the team list."""
+        if actor.role not in permissions.MANAGERS:
+            raise Forbidden("view_team")
+        return await self.get(actor, user_id)
+
     async def active_sellers(self) -> list[User]:
         rows = await self.session.scalars(
             select(User)
@@ -104,6 +110,9 @@ class UserRepository:
         target = await self.get(actor, user_id)
         if not permissions.can_change_role(actor, target, role):
             raise Forbidden("change_role")
+        if target.telegram_id in self.access.admins and role != Role.ADMIN:
+            # /start would make them admin again anyway: the config is where that is changed.
+            raise Forbidden("change_role", "an admin named in the config stays an admin")
         target.role = role
         return target
 
