@@ -42,6 +42,7 @@ class LeadAction(StrEnum):
     MORE_HISTORY = "mh"
     TAKE = "t"  # a salesperson takes the lead (into work / from the team chat)
     FOLLOWUP = "f"  # set a follow-up
+    CARD = "k"  # redraw the card in the message the button is on ("« Back" of the card's sub-menus)
 
 
 class LeadCB(CallbackData, prefix="ld"):
@@ -71,6 +72,27 @@ class EditField(StrEnum):
 class LeadEditCB(CallbackData, prefix="le"):
     lead_id: int
     field: EditField
+    clear: bool = False  # empty an optional field (notes, closing date) instead of asking for a value
+
+
+class LeadSourceCB(CallbackData, prefix="lsr"):
+    """Set a lead's source; ``index`` points into settings.crm.sources."""
+
+    lead_id: int
+    index: int
+
+
+class MoreKind(StrEnum):
+    COMMENTS = "c"
+    HISTORY = "h"
+
+
+class LeadMoreCB(CallbackData, prefix="lm"):
+    """A page of a lead's comments or history, newest first; ``before_id`` 0 starts at the newest."""
+
+    kind: MoreKind
+    lead_id: int
+    before_id: int = 0
 
 
 class UserAction(StrEnum):

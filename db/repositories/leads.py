@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,6 +61,9 @@ class LeadFilter:
     source: str | None = None
     assigned_to: int | None = None
     unassigned: bool = False
+    # The HTTP API's ``q`` (as ``search``) and ``updated_since`` (changed at or after, for syncing).
+    text: str | None = None
+    updated_since: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -141,6 +144,10 @@ class LeadRepository:
             stmt = stmt.where(Lead.assigned_to_id.is_(None))
         elif flt.assigned_to is not None:
             stmt = stmt.where(Lead.assigned_to_id == flt.assigned_to)
+        if flt.text is not None:
+            stmt = stmt.where(_text_condition(flt.text))
+        if flt.updated_since is not None:
+            stmt = stmt.where(Lead.updated_at >= flt.updated_since)
         return stmt
 
     async def page(
@@ -186,16 +193,7 @@ class LeadRepository:
         return list(rows), total
 
     async def search(self, actor: User, text: str, *, limit: int) -> list[Lead]:
-        query = " ".join((text or "").split())
-        if len(query) < 2:
-            raise InvalidInput("q", "query_too_short", "search text must have at least 2 characters")
-        stmt = self._visible(actor, LeadFilter())
-        digits = "".join(ch for ch in query if ch.isdigit())
-        # Compared in folded form on both sides: SQLite's lower()/LIKE leave Cyrillic case alone.
-        conditions = [Lead.search_name.contains(fold_for_search(query), autoescape=True)]
-        if len(digits) >= 3:
-            conditions.append(Lead.phone_number.contains(digits, autoescape=True))
-        stmt = stmt.where(or_(*conditions)).order_by(Lead.id.desc()).limit(limit)
+        stmt = self._visible(actor, LeadFilter(text=text)).order_by(Lead.id.desc()).limit(limit)
         return list((await self.session.scalars(stmt)).all())
 
     async def find_live_by_phone(self, phone_e164: str) -> Lead | None:
@@ -443,6 +441,19 @@ class LeadRepository:
             select(LeadHistory).where(LeadHistory.lead_id == lead_id).order_by(LeadHistory.id)
         )
         return list(rows.all())
+
+
+def _text_condition(text: str) -> ColumnElement[bool]:
+    """A name fragment or 3+ digits of the phone; fewer than 2 characters is refused."""
+    query = " ".join((text or "").split())
+    if len(query) < 2:
+        raise InvalidInput("q", "query_too_short", "search text must have at least 2 characters")
+    digits = "".join(ch for ch in query if ch.isdigit())
+    # Compared in folded form on both sides: SQLite's lower()/LIKE leave Cyrillic case alone.
+    conditions = [Lead.search_name.contains(fold_for_search(query), autoescape=True)]
+    if len(digits) >= 3:
+        conditions.append(Lead.phone_number.contains(digits, autoescape=True))
+    return or_(*conditions)
 
 
 def _fmt(value: object) -> str | None:
