@@ -106,3 +106,20 @@ class UserCB(CallbackData, prefix="us"):
     action: UserAction
     user_id: int
     role: Role | None = None
+
+
+class NewLeadAction(StrEnum):
+    SOURCE = "s"  # value = index into settings.crm.sources
+    SKIP_BUDGET = "sb"
+    SKIP_NOTES = "sn"
+    ASSIGNEE = "a"  # value = users.id of a salesperson
+    SKIP_ASSIGNEE = "sa"
+    CREATE = "c"
+    CANCEL = "x"
+
+
+class NewLeadCB(CallbackData, prefix="nl"):
+    """A button of the /new conversation; each action is valid at its own step only."""
+
+    action: NewLeadAction
+    value: int = 0
