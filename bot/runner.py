@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from bot.config import Settings
+from bot.delivery import DeliveryWorker
 from bot.factory import create_bot, create_dispatcher
+from bot.reminders import ReminderJobs
+from bot.scheduler import create_scheduler, stop_scheduler
 from db.engine import create_engine, create_sessionmaker
 from db.migrate import upgrade
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +26,28 @@ async def run_bot(settings: Settings) -> None:
     sessionmaker = create_sessionmaker(engine)
     bot = create_bot(settings)
     dispatcher = create_dispatcher(settings, sessionmaker)
+    delivery = DeliveryWorker(bot, dispatcher["uow_factory"], settings.notifications)
+    scheduler = create_scheduler(settings, ReminderJobs(dispatcher["uow_factory"], settings))
+    api_server: uvicorn.Server | None = None
+    api_task: asyncio.Task[None] | None = None
+    if settings.api.enabled:
+        # The HTTP API in the same event loop and over the same sessionmaker; polling owns the signals.
+        from api.app import build_server, create_app
+
+        api_server = build_server(create_app(settings, sessionmaker), settings, embedded=True)
+        api_task = asyncio.create_task(api_server.serve(), name="leadbot-api")
     try:
         me = await bot.get_me()
         log.info("LeadBot started as @%s", me.username)
+        scheduler.start()
+        delivery.start()
         await dispatcher.start_polling(bot, handle_signals=True)
     finally:
+        # Finish the notifications on their way before the session closes (nothing is left "sending").
+        await delivery.stop()
+        stop_scheduler(scheduler)
+        if api_server is not None and api_task is not None:
+            api_server.should_exit = True
+            await api_task
         await bot.session.close()
         await engine.dispose()

@@ -28,6 +28,9 @@ from db.uow import UnitOfWork, UnitOfWorkFactory
 from tests.fake_bot_api import FakeBotAPI
 from tests.fakes import RecordingSession, UpdateFactory, buttons, make_bot, tg_user
 
+# The HTTP API tests' fixtures (app, client, tokens) live beside them.
+pytest_plugins = ["tests.api_support"]
+
 ADMIN_TG = 1001
 
 

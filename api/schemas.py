@@ -1,0 +1,318 @@
+"""Request and response bodies, shaped exactly like the reference's JSON examples.
+
+Additions to the reference (never replacing its fields): ``updated_at``/``assigned_to`` on list items,
+``budget``/``notes``/``closing_date``/``refusal_reason`` on lead bodies, ``field`` on history rows,
+``refusal_reason`` and the other editable fields on PATCH.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    WithJsonSchema,
+)
+
+from db.enums import LeadStatus
+from db.models import Comment, Lead, LeadHistory, User
+from db.repositories import LeadDetail
+from db.validation import MAX_BUDGET, MAX_COMMENT, MAX_NAME, MAX_NOTES, MAX_REASON
+
+# SQLite integers are signed 64-bit; a larger id can only be "not found", never an overflow.
+MAX_ID = 2**63 - 1
+MAX_PHONE = 32
+MAX_SOURCE = 64
+
+# ---- field types ---------------------------------------------------------------------------------------
+
+
+def _utc_z(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ISO 8601, UTC, whole seconds, ``Z``: "2025-12-03T10:00:00Z" as in the reference.
+UtcDateTime = Annotated[
+    datetime,
+    PlainSerializer(_utc_z, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2025-12-03T10:00:00Z"]}),
+]
+
+
+def _number(value: float) -> float | int:
+    return int(value) if value.is_integer() else value
+
+
+# A whole budget is written as 50000, not 50000.0, as in the reference.
+Number = Annotated[float, PlainSerializer(_number), WithJsonSchema({"type": "number", "examples": [50000]})]
+
+
+def valid_unicode(value: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"); they cannot be stored as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(valid_unicode)]
+
+
+def _iso_date_only(value: Any) -> Any:
+    if not isinstance(value, str | date):
+        raise ValueError("must be an ISO date such as 2025-12-05")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
+
+
+def _as_utc(value: datetime) -> datetime:
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date-time out of range") from None
+
+
+Since = Annotated[datetime, AfterValidator(_as_utc)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+# ---- responses -----------------------------------------------------------------------------------------
+
+
+class UserRef(BaseModel):
+    id: int
+    first_name: str
+    last_name: str | None
+
+    @classmethod
+    def of(cls, user: User | None) -> UserRef | None:
+        if user is None:
+            return None
+        return cls(id=user.id, first_name=user.first_name, last_name=user.last_name)
+
+
+class LeadListItem(BaseModel):
+    """One row of ``GET /api/leads/``."""
+
+    id: int
+    client_name: str
+    phone_number: str = Field(description="E.164, e.g. +998901234567")
+    status: LeadStatus
+    source: str
+    created_at: UtcDateTime
+    updated_at: UtcDateTime = Field(description="Addition: when the lead last changed (for syncing)")
+    assigned_to: UserRef | None = Field(description="Addition: the salesperson, or null")
+
+    @classmethod
+    def of(cls, lead: Lead) -> LeadListItem:
+        return cls(**_lead_fields(lead))
+
+
+class LeadOut(LeadListItem):
+    """The lead itself: the answer to ``POST /api/leads/create``."""
+
+    budget: Number | None
+    notes: str | None
+    closing_date: date | None
+    refusal_reason: str | None
+
+    @classmethod
+    def of(cls, lead: Lead) -> LeadOut:
+        return cls(**_lead_fields(lead), **_lead_extra(lead))
+
+
+class CommentOut(BaseModel):
+    """The answer to ``POST /api/leads/{id}/comment``: ``created_by`` as an object."""
+
+    id: int
+    text: str
+    created_by: UserRef
+    created_at: UtcDateTime
+
+    @classmethod
+    def of(cls, comment: Comment) -> CommentOut:
+        author = UserRef.of(comment.created_by)
+        assert author is not None
+        return cls(id=comment.id, text=comment.text, created_by=author, created_at=comment.created_at)
+
+
+class CommentRow(BaseModel):
+    """A comment inside the lead detail: ``created_by`` as a display name, as the reference shows."""
+
+    id: int
+    text: str
+    created_by: str = Field(examples=["Продажник Иванов"])
+    created_at: UtcDateTime
+
+
+class HistoryRow(BaseModel):
+    action: str = Field(
+        description="created, status_changed, assigned, updated, deleted, followup_set, followup_done",
+        examples=["status_changed"],
+    )
+    field: str | None = Field(default=None, description="Addition: which field an `updated` row is about")
+    old_value: str | None
+    new_value: str | None
+    changed_by: str | None = Field(description="Display name; null when the system itself acted")
+    changed_at: UtcDateTime
+
+
+class LeadDetailOut(LeadOut):
+    """``GET /api/leads/{id}``: the lead with all its comments and history, oldest first."""
+
+    comments: list[CommentRow]
+    history: list[HistoryRow]
+
+    @classmethod
+    def of_detail(cls, detail: LeadDetail) -> LeadDetailOut:
+        return cls(
+            **_lead_fields(detail.lead),
+            **_lead_extra(detail.lead),
+            comments=[_comment_row(c) for c in detail.comments],
+            history=[_history_row(h) for h in detail.history],
+        )
+
+
+class LeadPage(BaseModel):
+    items: list[LeadListItem]
+    total: int
+    page: int
+    size: int
+    pages: int
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+# ---- requests ------------------------------------------------------------------------------------------
+
+
+_CREATE_EXAMPLE: dict[str, JsonValue] = {
+    "client_name": "Иван Петров",
+    "phone_number": "+998901234567",
+    "source": "Instagram",
+    "budget": 50000,
+    "notes": "Интересуется 2-комнатной квартирой",
+    "assigned_to": 5,
+}
+
+
+class LeadCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_CREATE_EXAMPLE]})
+
+    client_name: Text = Field(min_length=1, max_length=MAX_NAME)
+    phone_number: Text = Field(
+        min_length=1, max_length=MAX_PHONE, description="Any common format; stored as E.164 (+998901234567)"
+    )
+    source: Text = Field(min_length=1, max_length=MAX_SOURCE, description="One of the configured sources")
+    budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
+    notes: Text | None = Field(default=None, max_length=MAX_NOTES)
+    assigned_to: Id | None = Field(default=None, description="Id of an active salesperson to assign at once")
+
+
+class WebhookLead(BaseModel):
+    """A lead from a website form or another system; unknown fields are ignored."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"client_name": "Иван Петров", "phone_number": "+998901234567"}]},
+    )
+
+    client_name: Text = Field(min_length=1, max_length=MAX_NAME)
+    phone_number: Text = Field(min_length=1, max_length=MAX_PHONE)
+    source: Text | None = Field(default=None, max_length=MAX_SOURCE, description="Defaults to the {source} of the URL")
+    budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
+    notes: Text | None = Field(default=None, max_length=MAX_NOTES)
+    assigned_to: Id | None = None
+
+
+class LeadPatch(BaseModel):
+    """Only the fields sent change; ``null`` clears ``budget``, ``notes`` or ``closing_date``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"status": "закрыт", "notes": "Клиент купил квартиру №45", "closing_date": "2025-12-05"}]
+        },
+    )
+
+    status: LeadStatus | None = Field(
+        default=None,
+        description="новый → в работе → закрыт | отказ, новый → отказ; reopening is for admin and ROP",
+    )
+    refusal_reason: Text | None = Field(
+        default=None, max_length=MAX_REASON, description="Addition: required with status «отказ»"
+    )
+    client_name: Text | None = Field(default=None, max_length=MAX_NAME)
+    phone_number: Text | None = Field(default=None, max_length=MAX_PHONE)
+    source: Text | None = Field(default=None, max_length=MAX_SOURCE)
+    budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
+    notes: Text | None = Field(default=None, max_length=MAX_NOTES)
+    closing_date: IsoDate | None = Field(default=None, description="ISO date, e.g. 2025-12-05")
+    assigned_to: Id | None = Field(default=None, description="Addition: reassign (as POST …/assign)")
+
+
+class AssignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"assigned_to": 7}]})
+
+    assigned_to: Id
+
+
+class CommentIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"text": "Клиент попросил отправить планировки"}]}
+    )
+
+    text: Text = Field(min_length=1, max_length=MAX_COMMENT)
+
+
+# ---- mapping -------------------------------------------------------------------------------------------
+
+
+def _lead_fields(lead: Lead) -> dict[str, Any]:
+    return {
+        "id": lead.id,
+        "client_name": lead.client_name,
+        "phone_number": lead.phone_number,
+        "status": lead.status,
+        "source": lead.source,
+        "created_at": lead.created_at,
+        "updated_at": lead.updated_at,
+        "assigned_to": UserRef.of(lead.assigned_to),
+    }
+
+
+def _lead_extra(lead: Lead) -> dict[str, Any]:
+    return {
+        "budget": lead.budget,
+        "notes": lead.notes,
+        "closing_date": lead.closing_date,
+        "refusal_reason": lead.refusal_reason,
+    }
+
+
+def _comment_row(comment: Comment) -> CommentRow:
+    return CommentRow(
+        id=comment.id, text=comment.text, created_by=comment.created_by.full_name, created_at=comment.created_at
+    )
+
+
+def _history_row(row: LeadHistory) -> HistoryRow:
+    return HistoryRow(
+        action=row.action,
+        field=row.field,
+        old_value=row.old_value,
+        new_value=row.new_value,
+        changed_by=row.changed_by.full_name if row.changed_by else None,
+        changed_at=row.changed_at,
+    )
