@@ -123,3 +123,18 @@ class NewLeadCB(CallbackData, prefix="nl"):
 
     action: NewLeadAction
     value: int = 0
+
+
+# ---- people ----
+
+
+class InviteCB(CallbackData, prefix="iv"):
+    """Create a one-time invite link for ``role`` (the role buttons of the invite menu)."""
+
+    role: Role
+
+
+class UsersPageCB(CallbackData, prefix="up"):
+    """A page of the /users list, counted from 0."""
+
+    page: int = 0
