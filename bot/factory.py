@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.config import Settings
 from bot.middlewares import CommandLeavesConversationMiddleware, DatabaseMiddleware
+from bot.notifications import OutboxNotifier
 from db.uow import EventSink, UnitOfWorkFactory
 from handlers import get_routers
 
@@ -37,8 +38,11 @@ def create_bot(settings: Settings, *, session: BaseSession | None = None, token:
 def create_uow_factory(
     settings: Settings, sessionmaker: async_sessionmaker[Any], *, sink: EventSink | None = None
 ) -> UnitOfWorkFactory:
-    """The one way every interface (bot, API, jobs) gets units of work, so all emit the same events."""
-    return UnitOfWorkFactory(sessionmaker, settings, sink)
+    """The one way every interface (bot, API, jobs) gets units of work, so all emit the same events.
+
+    ``sink`` defaults to the notification outbox (``bot.notifications.OutboxNotifier``).
+    """
+    return UnitOfWorkFactory(sessionmaker, settings, sink if sink is not None else OutboxNotifier(settings))
 
 
 def create_dispatcher(
@@ -50,7 +54,7 @@ def create_dispatcher(
 ) -> Dispatcher:
     """Routers, middlewares and services of the production bot.
 
-    ``sink`` receives the domain events of each committed update (the notification outbox).
+    ``sink`` receives the domain events of each committed update (default: the notification outbox).
     """
     uow_factory = create_uow_factory(settings, sessionmaker, sink=sink)
     dispatcher = Dispatcher(storage=storage or MemoryStorage())

@@ -83,5 +83,7 @@ class LeadField(StrEnum):
 
 class OutboxStatus(StrEnum):
     PENDING = "pending"
+    # Claimed by the delivery worker and handed to Telegram; ``next_attempt_at`` is the lease's end.
+    SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"

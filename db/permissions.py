@@ -55,6 +55,11 @@ def can_manage_team(actor: User) -> bool:
     return actor.role in HEADS
 
 
+def can_manage_outbox(actor: User) -> bool:
+    """The notification queue (/outbox: counts, failures, retry) is for admins."""
+    return actor.role == Role.ADMIN
+
+
 def can_invite(actor: User, role: Role) -> bool:
     if actor.role == Role.ADMIN:
         return True

@@ -138,3 +138,14 @@ class UsersPageCB(CallbackData, prefix="up"):
     """A page of the /users list, counted from 0."""
 
     page: int = 0
+
+
+class OutboxAction(StrEnum):
+    REFRESH = "r"
+    RETRY_FAILED = "f"
+
+
+class OutboxCB(CallbackData, prefix="ob"):
+    """/outbox buttons (admins): redraw the overview, re-queue every failed notification."""
+
+    action: OutboxAction

@@ -1,13 +1,35 @@
-"""The notification outbox: rows written in the caller's transaction, sent later by the delivery worker."""
+"""The notification outbox: rows written in the caller's transaction, sent later by the delivery worker.
+
+A row's ``payload`` is what the worker sends (see bot/delivery.py for the full format)::
+
+    {"text": "<b>HTML</b>", "reply_markup": {...InlineKeyboardMarkup as JSON...} | None}
+    {"edit_of": "<idempotency key of a sent row>", "text": ..., "reply_markup": ...}   # edit that message
+
+``chat_id`` / ``thread_id`` are columns, not payload. Life of a row: ``pending`` → ``sending`` (claimed,
+``next_attempt_at`` = end of the lease) → ``sent`` | back to ``pending`` (retry later) | ``failed``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import OutboxMessage, utcnow
+from db import permissions
+from db.enums import OutboxStatus
+from db.errors import Forbidden
+from db.models import OutboxMessage, User, utcnow
+
+ERROR_LIMIT = 1000
+
+
+@dataclass(slots=True)
+class OutboxOverview:
+    counts: dict[OutboxStatus, int]
+    failed: list[tuple[OutboxMessage, User | None]]
 
 
 class OutboxRepository:
@@ -42,3 +64,137 @@ class OutboxRepository:
         )
         self.session.add(row)
         return row
+
+    # ---- the delivery worker ---------------------------------------------------------------------------
+
+    async def due(self, now: datetime, *, limit: int) -> list[OutboxMessage]:
+        """Pending rows whose time has come, oldest first (served by ix_outbox_pending)."""
+        rows = await self.session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.next_attempt_at <= now)
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(limit)
+        )
+        return list(rows.all())
+
+    async def next_due_at(self) -> datetime | None:
+        """When the earliest pending row becomes due (or a sending row's lease ends)."""
+        return await self.session.scalar(
+            select(func.min(OutboxMessage.next_attempt_at)).where(
+                OutboxMessage.status.in_([OutboxStatus.PENDING, OutboxStatus.SENDING])
+            )
+        )
+
+    async def by_key(self, key: str) -> OutboxMessage | None:
+        return await self.session.scalar(select(OutboxMessage).where(OutboxMessage.idempotency_key == key))
+
+    async def due_heads(self, now: datetime, *, limit: int) -> list[OutboxMessage]:
+        """The oldest due pending row of each chat, oldest first: one busy chat cannot starve the others."""
+        heads = (
+            select(func.min(OutboxMessage.id))
+            .where(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.next_attempt_at <= now)
+            .group_by(OutboxMessage.chat_id)
+        )
+        rows = await self.session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.id.in_(heads))
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(limit)
+        )
+        return list(rows.all())
+
+    async def claim(self, row_id: int, *, lease_until: datetime) -> OutboxMessage | None:
+        """pending → sending, only if still pending: the one worker that wins the UPDATE sends it.
+
+        Returns the row as it is now (its payload may have been rewritten since it was listed).
+        """
+        result = await self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row_id, OutboxMessage.status == OutboxStatus.PENDING)
+            .values(status=OutboxStatus.SENDING, next_attempt_at=lease_until)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            return None
+        return await self.session.get(OutboxMessage, row_id, populate_existing=True)
+
+    async def mark_sent(self, row_id: int, *, message_id: int | None, now: datetime) -> None:
+        await self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row_id, OutboxMessage.status == OutboxStatus.SENDING)
+            .values(
+                status=OutboxStatus.SENT,
+                sent_at=now,
+                telegram_message_id=message_id,
+                attempts=OutboxMessage.attempts + 1,
+                last_error=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    async def mark_retry(self, row_id: int, *, error: str, at: datetime, count_attempt: bool = True) -> None:
+        """Back to pending, due at ``at``; a 429 does not count as an attempt (it is Telegram's pacing)."""
+        values: dict[str, Any] = {
+            "status": OutboxStatus.PENDING,
+            "next_attempt_at": at,
+            "last_error": error[:ERROR_LIMIT],
+        }
+        if count_attempt:
+            values["attempts"] = OutboxMessage.attempts + 1
+        await self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row_id, OutboxMessage.status == OutboxStatus.SENDING)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def mark_failed(self, row_id: int, *, error: str, count_attempt: bool = True) -> None:
+        values: dict[str, Any] = {"status": OutboxStatus.FAILED, "last_error": error[:ERROR_LIMIT]}
+        if count_attempt:
+            values["attempts"] = OutboxMessage.attempts + 1
+        await self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row_id, OutboxMessage.status == OutboxStatus.SENDING)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def expired_leases(self, now: datetime) -> list[OutboxMessage]:
+        """Rows a worker claimed and never settled (it crashed or was killed between send and mark)."""
+        rows = await self.session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.next_attempt_at <= now)
+            .order_by(OutboxMessage.id)
+        )
+        return list(rows.all())
+
+    async def counts(self) -> dict[OutboxStatus, int]:
+        rows = await self.session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
+        found = {OutboxStatus(status): int(count) for status, count in rows.all()}
+        return {status: found.get(status, 0) for status in OutboxStatus}
+
+    # ---- /outbox (admins) ------------------------------------------------------------------------------
+
+    async def overview(self, actor: User, *, failed_limit: int = 10) -> OutboxOverview:
+        if not permissions.can_manage_outbox(actor):
+            raise Forbidden("outbox")
+        rows = await self.session.execute(
+            select(OutboxMessage, User)
+            .outerjoin(User, User.id == OutboxMessage.user_id)
+            .where(OutboxMessage.status == OutboxStatus.FAILED)
+            .order_by(OutboxMessage.id.desc())
+            .limit(failed_limit)
+        )
+        return OutboxOverview(counts=await self.counts(), failed=[(row, user) for row, user in rows.tuples().all()])
+
+    async def retry_failed(self, actor: User) -> int:
+        """Re-queue every failed row (attempts start again; the last error stays until it is sent)."""
+        if not permissions.can_manage_outbox(actor):
+            raise Forbidden("outbox")
+        result = await self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.status == OutboxStatus.FAILED)
+            .values(status=OutboxStatus.PENDING, attempts=0, next_attempt_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)

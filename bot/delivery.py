@@ -1,0 +1,513 @@
+"""The delivery worker: sends the outbox to Telegram within Telegram's limits, and loses nothing.
+
+Outbox rows (``db.models.OutboxMessage``) are written by whoever has something to say, in the
+transaction of the change that causes it (``uow.outbox.enqueue(key=..., chat_id=..., kind=...,
+payload=..., user_id=..., thread_id=...)``). The worker is the only thing that talks to Telegram for
+them. The payload is one of::
+
+    {"text": "<b>HTML</b> text, user input escaped", "reply_markup": <InlineKeyboardMarkup JSON> | None}
+    {"edit_of": "<idempotency key of another row>", "text": ..., "reply_markup": ...}
+
+The first is a ``sendMessage`` to the row's ``chat_id`` (and forum topic ``thread_id``); the second an
+``editMessageText`` of the message that other row sent (it waits until that one is sent).
+``bot.notifications.message_payload(text, markup)`` builds the first form.
+
+Pacing (``[notifications]``): one send every ``1 / rate_per_second`` seconds at most — fixed spacing, so
+there is never a burst above the rate; one message per ``per_chat_interval`` to a chat, counted from the
+moment Telegram answered the previous one (so network jitter cannot squeeze two into one second at
+Telegram's end); at most ``group_per_minute`` per minute to a group (negative chat id). A 429 pauses all
+sending for the ``retry_after`` Telegram gives; the row is retried after it without spending an attempt.
+
+Failures: 5xx, timeouts, dropped connections and undecodable answers are retried with exponential
+backoff (``attempts``, ``next_attempt_at``, ``last_error``) up to ``max_attempts``, then the row is
+``failed``. A 403 fails the row at once and marks the user unreachable (``/users`` shows it); a 400 or any
+other refusal fails it at once. Nothing is dropped: a row ends ``sent`` or ``failed`` with its error.
+
+Crash safety (at most once): a row is claimed (``pending`` → ``sending`` with a lease) in its own
+transaction right before the request, and marked ``sent`` (with Telegram's message id) in another right
+after Telegram accepted it. A stopped worker finishes its in-flight requests first, so a restart resumes
+exactly the unsent rows. Only a hard kill in the instant between the request and the ``sent`` mark leaves
+a row whose fate is unknown: when its lease ends it is marked ``failed`` ("interrupted"), not re-sent —
+a duplicate is never produced; an admin can re-queue it from ``/outbox``. Edits are idempotent and are
+simply retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from aiogram import Bot
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.types import InlineKeyboardMarkup, Message
+
+from bot.config import NotificationsSection
+from db.enums import OutboxStatus
+from db.models import OutboxMessage
+from db.uow import UnitOfWork, UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = (
+    "interrupted between sending and confirmation (worker stopped or crashed); not re-sent to avoid a "
+    "duplicate — retry from /outbox if it did not arrive"
+)
+RETRYABLE = (TelegramServerError, TelegramNetworkError, ClientDecodeError, TimeoutError, OSError)
+
+
+# ---- time ------------------------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class VirtualClock:
+    """Time that only moves when someone sleeps: tests and simulations run without real waiting.
+
+    ``now()`` starts at the real time (rows are queued with real timestamps) and moves with the sleeps.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.start = start or datetime.now(UTC)
+        self.elapsed = 0.0
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.elapsed)
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    async def sleep(self, seconds: float) -> None:
+        self.elapsed += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        self.elapsed += seconds
+
+
+# ---- pacing ------------------------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """Telegram's limits as the worker keeps them: global spacing, per-chat spacing, per-group window."""
+
+    def __init__(
+        self,
+        *,
+        rate_per_second: float,
+        per_chat_interval: float,
+        group_per_minute: int,
+        clock: Clock,
+    ) -> None:
+        self.interval = 1.0 / rate_per_second
+        self.per_chat_interval = per_chat_interval
+        self.group_per_minute = group_per_minute
+        self.clock = clock
+        self._next_slot = -math.inf
+        self._paused_until = -math.inf
+        self._chat_free_at: dict[int, float] = {}
+        self._in_flight: set[int] = set()
+        self._group_sends: dict[int, deque[float]] = {}
+
+    def global_delay(self) -> float:
+        """Seconds until the next send may start (spacing and any 429 pause)."""
+        return max(0.0, max(self._next_slot, self._paused_until) - self.clock.monotonic())
+
+    def chat_delay(self, chat_id: int) -> float | None:
+        """Seconds until ``chat_id`` may get a message; None while one is on its way to it."""
+        if chat_id in self._in_flight:
+            return None
+        now = self.clock.monotonic()
+        delay = self._chat_free_at.get(chat_id, -math.inf) - now
+        window = self._group_sends.get(chat_id)
+        if window is not None:
+            while window and window[0] <= now - 60.0:
+                window.popleft()
+            if len(window) >= self.group_per_minute:
+                delay = max(delay, window[0] + 60.0 - now)
+        return max(0.0, delay)
+
+    def acquire(self, chat_id: int) -> None:
+        """A send to ``chat_id`` starts now: the next global slot moves one interval on."""
+        now = self.clock.monotonic()
+        self._next_slot = max(self._next_slot, now) + self.interval
+        self._in_flight.add(chat_id)
+
+    def release(self, chat_id: int, *, delivered: bool) -> None:
+        """Telegram answered: the chat's interval (and a group's minute) counts from now."""
+        now = self.clock.monotonic()
+        self._in_flight.discard(chat_id)
+        self._chat_free_at[chat_id] = now + self.per_chat_interval
+        if chat_id < 0 and delivered:
+            self._group_sends.setdefault(chat_id, deque()).append(now)
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self.clock.monotonic() + seconds)
+
+
+# ---- the worker --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class _Job:
+    row_id: int
+    chat_id: int
+    thread_id: int | None
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    edit_message_id: int | None
+
+
+@dataclass(slots=True)
+class _Outcome:
+    result: Literal["sent", "retry", "failed"]
+    message_id: int | None = None
+    error: str = ""
+    retry_in: float = 0.0
+    count_attempt: bool = True
+    unreachable: bool = False
+
+
+class DeliveryWorker:
+    """Sends due outbox rows; ``start()``/``stop()`` beside polling, or ``run(until_idle=True)`` in tests."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        uow_factory: UnitOfWorkFactory,
+        config: NotificationsSection,
+        *,
+        clock: Clock | None = None,
+        lease: timedelta = timedelta(seconds=90),
+        request_timeout: int = 30,
+        backoff_base: float = 2.0,
+        backoff_max: float = 600.0,
+        batch_size: int = 200,
+        max_in_flight: int = 32,
+        on_send: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.bot = bot
+        self.uow_factory = uow_factory
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.lease = lease
+        self.request_timeout = request_timeout
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        # Called with (row id, chat id) as each request starts: tests and the benchmark watch with it.
+        self.on_send = on_send
+        self.limiter = RateLimiter(
+            rate_per_second=config.rate_per_second,
+            per_chat_interval=config.per_chat_interval.total_seconds(),
+            group_per_minute=config.group_per_minute,
+            clock=self.clock,
+        )
+        self._poll = config.poll_interval.total_seconds()
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self._candidates: list[OutboxMessage] = []
+        self._fetched_at = -math.inf
+        self._next_due: datetime | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> asyncio.Task[None]:
+        if self._runner is None or self._runner.done():
+            self._stopping.clear()
+            self._runner = asyncio.create_task(self.run(), name="outbox-delivery")
+        return self._runner
+
+    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a grace period, not an I/O timeout
+        """Stop taking rows, let the requests on their way finish (and be marked), then return."""
+        self._stopping.set()
+        self._wake.set()
+        if self._runner is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._runner), timeout)
+            except TimeoutError:
+                self._runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._runner
+            self._runner = None
+
+    def wake(self) -> None:
+        """New rows were queued: look at the outbox now rather than at the next poll."""
+        self._wake.set()
+
+    async def abort(self) -> None:
+        """Stop dead, as a killed process would: requests on their way are cut off and never recorded."""
+        for task in [*self._tasks.values(), *([self._runner] if self._runner else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), *([self._runner] if self._runner else []), return_exceptions=True)
+        self._tasks.clear()
+        self._runner = None
+
+    async def run(self, *, until_idle: bool = False, max_virtual_seconds: float = 3600.0) -> None:
+        """The loop. ``until_idle`` returns once nothing is pending or on its way (tests, the benchmark)."""
+        started = self.clock.monotonic()
+        while not self._stopping.is_set():
+            if await self._step():
+                continue
+            if until_idle and await self._idle():
+                break
+            if until_idle and self.clock.monotonic() - started > max_virtual_seconds:
+                raise RuntimeError("the outbox did not drain")
+            await self._pause(self._next_wait(until_idle=until_idle))
+        await self._drain()
+
+    # ---- one step -----------------------------------------------------------------------------------------
+
+    async def _step(self) -> bool:
+        """Start one send if one may start now; False when there is nothing to do at this moment."""
+        if len(self._tasks) >= self.max_in_flight:
+            return False
+        if not self._candidates or self.clock.monotonic() - self._fetched_at >= self._poll:
+            await self._refresh()
+        delay = self.limiter.global_delay()
+        if delay > 0:
+            await self._pause(delay)
+            return True
+        for index, row in enumerate(self._candidates):
+            if self.limiter.chat_delay(row.chat_id) != 0.0:
+                continue
+            del self._candidates[index]
+            job = await self._claim(row.id)
+            if job is not None:
+                self.limiter.acquire(job.chat_id)
+                if self.on_send is not None:
+                    self.on_send(job.row_id, job.chat_id)
+                self._tasks[job.row_id] = asyncio.create_task(self._deliver(job), name=f"outbox-{job.row_id}")
+            return True
+        return False
+
+    def _next_wait(self, *, until_idle: bool = False) -> float:
+        """How long to sleep when nothing may start: until a listed chat frees up or a row falls due.
+
+        Running for good, new rows may come at any time: at most one poll. Draining (``until_idle``)
+        with nothing listed and nothing on its way, it may sleep straight to the next due row.
+        """
+        wait = self._poll
+        if self._next_due is not None:
+            until_due = (self._next_due - self.clock.now()).total_seconds()
+            draining = until_idle and not self._candidates and not self._tasks
+            wait = until_due if draining else min(wait, until_due)
+        for row in self._candidates:
+            delay = self.limiter.chat_delay(row.chat_id)
+            if delay is not None:
+                wait = min(wait, delay)
+        return max(wait, 0.001)
+
+    async def _refresh(self) -> None:
+        now = self.clock.now()
+        async with self.uow_factory() as uow:
+            await self._recover(uow, now)
+            rows = await uow.outbox.due_heads(now, limit=self.batch_size)
+            self._next_due = await uow.outbox.next_due_at()
+            await uow.commit()
+        self._candidates = [row for row in rows if row.id not in self._tasks]
+        self._fetched_at = self.clock.monotonic()
+
+    async def _recover(self, uow: UnitOfWork, now: datetime) -> None:
+        """Rows another (dead) worker claimed and never settled: edits go again, sends fail honestly."""
+        for row in await uow.outbox.expired_leases(now):
+            if row.id in self._tasks:
+                continue
+            if row.payload.get("edit_of"):
+                row.status = OutboxStatus.PENDING
+                row.next_attempt_at = now
+            else:
+                row.status = OutboxStatus.FAILED
+                row.last_error = INTERRUPTED
+                log.warning("outbox row %s was interrupted mid-send; marked failed", row.id)
+
+    async def _claim(self, row_id: int) -> _Job | None:
+        now = self.clock.now()
+        async with self.uow_factory() as uow:
+            row = await uow.outbox.claim(row_id, lease_until=now + self.lease)
+            if row is None:
+                return None
+            edit_message_id = None
+            edit_of = row.payload.get("edit_of")
+            if edit_of:
+                original = await uow.outbox.by_key(str(edit_of))
+                if original is None or original.status == OutboxStatus.FAILED:
+                    await uow.outbox.mark_failed(row.id, error="the message to edit was never delivered")
+                    await uow.commit()
+                    return None
+                if original.status != OutboxStatus.SENT or original.telegram_message_id is None:
+                    await uow.outbox.mark_retry(
+                        row.id,
+                        error="waiting for the message to edit",
+                        at=now + timedelta(seconds=self._poll),
+                        count_attempt=False,
+                    )
+                    await uow.commit()
+                    return None
+                edit_message_id = original.telegram_message_id
+            job = _Job(
+                row_id=row.id,
+                chat_id=row.chat_id,
+                thread_id=row.thread_id,
+                kind=row.kind,
+                payload=dict(row.payload),
+                attempts=row.attempts,
+                edit_message_id=edit_message_id,
+            )
+            await uow.commit()
+        return job
+
+    # ---- one message -------------------------------------------------------------------------------------
+
+    async def _deliver(self, job: _Job) -> None:
+        delivered = False
+        try:
+            try:
+                outcome = await self._send(job)
+                delivered = outcome.result == "sent"
+                if outcome.result == "retry" and not outcome.count_attempt:
+                    self.limiter.pause(outcome.retry_in)
+            finally:
+                self.limiter.release(job.chat_id, delivered=delivered)
+            await self._settle(job, outcome)
+        finally:
+            self._tasks.pop(job.row_id, None)
+            self._wake.set()
+
+    async def _send(self, job: _Job) -> _Outcome:
+        markup = job.payload.get("reply_markup")
+        reply_markup = InlineKeyboardMarkup.model_validate(markup) if markup else None
+        try:
+            if job.edit_message_id is not None:
+                result: Message | bool = await self.bot.edit_message_text(
+                    text=job.payload["text"],
+                    chat_id=job.chat_id,
+                    message_id=job.edit_message_id,
+                    reply_markup=reply_markup,
+                    request_timeout=self.request_timeout,
+                )
+            else:
+                result = await self.bot.send_message(
+                    chat_id=job.chat_id,
+                    text=job.payload["text"],
+                    message_thread_id=job.thread_id,
+                    reply_markup=reply_markup,
+                    request_timeout=self.request_timeout,
+                )
+        except TelegramRetryAfter as exc:
+            return _Outcome("retry", error=_describe(exc), retry_in=float(exc.retry_after), count_attempt=False)
+        except TelegramForbiddenError as exc:
+            return _Outcome("failed", error=_describe(exc), unreachable=True)
+        except TelegramBadRequest as exc:
+            if job.edit_message_id is not None and "message is not modified" in str(exc):
+                return _Outcome("sent", message_id=job.edit_message_id)
+            return _Outcome("failed", error=_describe(exc))
+        except RETRYABLE as exc:
+            return self._retry_or_fail(job, exc)
+        except TelegramAPIError as exc:  # 401, 404, 409, a migrated group: retrying will not help
+            return _Outcome("failed", error=_describe(exc))
+        except Exception as exc:  # a bug or something unforeseen: keep the row, back off, give up eventually
+            log.exception("unexpected error sending outbox row %s", job.row_id)
+            return self._retry_or_fail(job, exc)
+        message_id = result.message_id if isinstance(result, Message) else job.edit_message_id
+        return _Outcome("sent", message_id=message_id)
+
+    def _retry_or_fail(self, job: _Job, exc: BaseException) -> _Outcome:
+        if job.attempts + 1 >= self.config.max_attempts:
+            return _Outcome("failed", error=_describe(exc))
+        delay = min(self.backoff_max, self.backoff_base * 2**job.attempts)
+        return _Outcome("retry", error=_describe(exc), retry_in=delay)
+
+    async def _settle(self, job: _Job, outcome: _Outcome) -> None:
+        """Record what happened; a busy database is retried (the row would otherwise end "interrupted")."""
+        for attempt in range(5):
+            try:
+                now = self.clock.now()
+                async with self.uow_factory() as uow:
+                    if outcome.result == "sent":
+                        await uow.outbox.mark_sent(job.row_id, message_id=outcome.message_id, now=now)
+                    elif outcome.result == "retry":
+                        await uow.outbox.mark_retry(
+                            job.row_id,
+                            error=outcome.error,
+                            at=now + timedelta(seconds=outcome.retry_in),
+                            count_attempt=outcome.count_attempt,
+                        )
+                    else:
+                        await uow.outbox.mark_failed(job.row_id, error=outcome.error)
+                        if outcome.unreachable:
+                            await uow.users.mark_unreachable(job.chat_id)
+                    await uow.commit()
+                if outcome.result == "failed":
+                    log.warning("outbox row %s (%s) failed: %s", job.row_id, job.kind, outcome.error)
+                return
+            except Exception:
+                log.exception("could not record the outcome of outbox row %s (try %s)", job.row_id, attempt + 1)
+                await asyncio.sleep(0.05 * (attempt + 1))
+
+    # ---- waiting -------------------------------------------------------------------------------------------
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` on the clock, or less when stopped or woken (a send finished, rows queued)."""
+        self._wake.clear()
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+    async def _idle(self) -> bool:
+        if self._tasks:
+            return False
+        async with self.uow_factory() as uow:
+            counts = await uow.outbox.counts()
+        return counts[OutboxStatus.PENDING] == 0 and counts[OutboxStatus.SENDING] == 0
+
+    async def _drain(self) -> None:
+        """Let the requests already on their way finish and be recorded."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"
