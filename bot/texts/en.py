@@ -262,4 +262,14 @@ TEXTS: dict[str, str] = {
     "outbox.retried": "Queued again: {count}.",
     "outbox.nothing_to_retry": "Nothing has failed.",
     "error.forbidden.outbox": "The notification queue is for admins only.",
+    # ---- api tokens -------------------------------------------------------------------------------
+    "tokens.issued": (
+        "Your personal HTTP API token (shown once — keep it safe):\n\n<code>{token}</code>\n\n"
+        "Send it as <code>Authorization: Bearer …</code>. Earlier tokens keep working; revoke them all "
+        "with <code>/token revoke</code>"
+    ),
+    "tokens.revoked": "Tokens revoked: {count}. They no longer work.",
+    "tokens.nothing_to_revoke": "You have no live tokens.",
+    "tokens.private_only": "Tokens are given only in a private chat with the bot.",
+    "tokens.usage": "<code>/token</code> — a new API token, <code>/token revoke</code> — revoke them all.",
 }

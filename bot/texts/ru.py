@@ -264,4 +264,14 @@ TEXTS: dict[str, str] = {
     "outbox.retried": "В очередь снова поставлено: {count}.",
     "outbox.nothing_to_retry": "Недоставленных нет.",
     "error.forbidden.outbox": "Очередь уведомлений доступна только администратору.",
+    # ---- api tokens -------------------------------------------------------------------------------
+    "tokens.issued": (
+        "Ваш личный токен для HTTP API (показывается один раз — сохраните его):\n\n<code>{token}</code>\n\n"
+        "Передавайте его в заголовке <code>Authorization: Bearer …</code>. Прежние токены продолжают "
+        "работать; отозвать все: <code>/token revoke</code>"
+    ),
+    "tokens.revoked": "Отозвано токенов: {count}. Они больше не работают.",
+    "tokens.nothing_to_revoke": "Действующих токенов нет.",
+    "tokens.private_only": "Токен выдаётся только в личном чате с ботом.",
+    "tokens.usage": "<code>/token</code> — новый токен для API, <code>/token revoke</code> — отозвать все.",
 }
