@@ -107,9 +107,7 @@ class IdempotencyRepository:
 
     async def remember(self, scope: str, key: str, response: dict[str, Any], *, lead_id: int | None = None) -> bool:
         """Store the answer; False when another request stored one for the same key first."""
-        self.session.add(
-            IdempotencyKey(scope=scope, key=key, lead_id=lead_id, response=response, created_at=utcnow())
-        )
+        self.session.add(IdempotencyKey(scope=scope, key=key, lead_id=lead_id, response=response, created_at=utcnow()))
         try:
             async with self.session.begin_nested():
                 await self.session.flush()
