@@ -149,3 +149,41 @@ class OutboxCB(CallbackData, prefix="ob"):
     """/outbox buttons (admins): redraw the overview, re-queue every failed notification."""
 
     action: OutboxAction
+
+# ---- leads list ----
+
+
+class LeadListAction(StrEnum):
+    SHOW = "s"  # the first page with these filters (also "reset" when no filter is set)
+    OLDER = "o"  # page ``page``: leads older than ``cursor`` (keyset, before_id)
+    NEWER = "n"  # page ``page``: leads newer than ``cursor`` (keyset, after_id)
+    PICK_STATUS = "ps"  # show the status choices, keeping the other filters
+    PICK_SOURCE = "po"
+    PICK_SELLER = "pa"
+
+
+class LeadListCB(CallbackData, prefix="ll"):
+    """A /leads button. ``status`` is a StatusCode, ``source`` an index into settings.crm.sources,
+    ``seller`` a users.id (0: unassigned); None means "any". Validated by the handler, not trusted."""
+
+    action: LeadListAction
+    status: int | None = None
+    source: int | None = None
+    seller: int | None = None
+    page: int = 1
+    cursor: int | None = None
+
+
+# ---- people ----
+
+
+class InviteCB(CallbackData, prefix="iv"):
+    """Create a one-time invite link for ``role`` (the role buttons of the invite menu)."""
+
+    role: Role
+
+
+class UsersPageCB(CallbackData, prefix="up"):
+    """A page of the /users list, counted from 0."""
+
+    page: int = 0

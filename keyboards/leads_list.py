@@ -1,0 +1,176 @@
+"""Keyboards of the /leads list and /find results: open buttons, paging, filter pickers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.texts import Texts
+from bot.views import status_label
+from db.enums import StatusCode
+from db.models import Lead, User
+from keyboards.callbacks import LeadAction, LeadCB, LeadListAction, LeadListCB
+
+UNASSIGNED = 0  # ``seller`` value meaning "leads nobody is assigned to"
+BUTTON_NAME_LIMIT = 40
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilters:
+    """The filter a list message shows, already checked against the settings and the team."""
+
+    status: StatusCode | None = None
+    source: int | None = None  # index into settings.crm.sources
+    seller: int | None = None  # users.id of a salesperson, or UNASSIGNED
+
+    @property
+    def active(self) -> bool:
+        return (self.status, self.source, self.seller) != (None, None, None)
+
+    def cb(self, action: LeadListAction, *, page: int = 1, cursor: int | None = None) -> LeadListCB:
+        return LeadListCB(
+            action=action,
+            status=None if self.status is None else int(self.status),
+            source=self.source,
+            seller=self.seller,
+            page=page,
+            cursor=cursor,
+        )
+
+    def with_status(self, status: StatusCode | None) -> ListFilters:
+        return ListFilters(status, self.source, self.seller)
+
+    def with_source(self, source: int | None) -> ListFilters:
+        return ListFilters(self.status, source, self.seller)
+
+    def with_seller(self, seller: int | None) -> ListFilters:
+        return ListFilters(self.status, self.source, seller)
+
+
+@dataclass(frozen=True, slots=True)
+class Paging:
+    page: int
+    newer_cursor: int | None = None  # id of the newest lead shown, when newer ones exist
+    older_cursor: int | None = None  # id of the oldest lead shown, when older ones exist
+    to_start: bool = False  # an empty deep page: offer the way back to page 1
+
+
+def _shorten(text: str, limit: int = BUTTON_NAME_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def open_button(lead: Lead) -> InlineKeyboardButton:
+    # Button captions are plain text: no escaping, only a length cap.
+    return InlineKeyboardButton(
+        text=_shorten(f"#{lead.id} · {lead.client_name}"),
+        callback_data=LeadCB(action=LeadAction.OPEN, lead_id=lead.id).pack(),
+    )
+
+
+def results_keyboard(leads: Sequence[Lead]) -> InlineKeyboardMarkup | None:
+    """/find results: one open button per lead."""
+    if not leads:
+        return None
+    return InlineKeyboardMarkup(inline_keyboard=[[open_button(lead)] for lead in leads])
+
+
+def list_keyboard(
+    texts: Texts, leads: Sequence[Lead], filters: ListFilters, paging: Paging, *, seller_filter: bool
+) -> InlineKeyboardMarkup:
+    rows: list[list[InlineKeyboardButton]] = [[open_button(lead)] for lead in leads]
+    nav: list[InlineKeyboardButton] = []
+    if paging.newer_cursor is not None:
+        cb = filters.cb(LeadListAction.NEWER, page=max(1, paging.page - 1), cursor=paging.newer_cursor)
+        nav.append(InlineKeyboardButton(text=texts.t("leads.btn.newer"), callback_data=cb.pack()))
+    if paging.to_start:
+        nav.append(
+            InlineKeyboardButton(text=texts.t("leads.btn.first"), callback_data=filters.cb(LeadListAction.SHOW).pack())
+        )
+    if paging.older_cursor is not None:
+        cb = filters.cb(LeadListAction.OLDER, page=paging.page + 1, cursor=paging.older_cursor)
+        nav.append(InlineKeyboardButton(text=texts.t("leads.btn.older"), callback_data=cb.pack()))
+    if nav:
+        rows.append(nav)
+    pickers = [
+        InlineKeyboardButton(
+            text=texts.t("leads.btn.status"), callback_data=filters.cb(LeadListAction.PICK_STATUS).pack()
+        ),
+        InlineKeyboardButton(
+            text=texts.t("leads.btn.source"), callback_data=filters.cb(LeadListAction.PICK_SOURCE).pack()
+        ),
+    ]
+    if seller_filter:
+        pickers.append(
+            InlineKeyboardButton(
+                text=texts.t("leads.btn.seller"), callback_data=filters.cb(LeadListAction.PICK_SELLER).pack()
+            )
+        )
+    rows.append(pickers)
+    if filters.active:
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    text=texts.t("leads.btn.reset"), callback_data=ListFilters().cb(LeadListAction.SHOW).pack()
+                )
+            ]
+        )
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def _mark(caption: str, chosen: bool) -> str:
+    return f"✓ {caption}" if chosen else caption
+
+
+def status_picker(texts: Texts, filters: ListFilters) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for code in StatusCode:
+        builder.button(
+            text=_mark(status_label(texts, code.status), filters.status == code),
+            callback_data=filters.with_status(code).cb(LeadListAction.SHOW),
+        )
+    builder.button(
+        text=_mark(texts.t("leads.btn.any_status"), filters.status is None),
+        callback_data=filters.with_status(None).cb(LeadListAction.SHOW),
+    )
+    builder.button(text=texts.t("common.back"), callback_data=filters.cb(LeadListAction.SHOW))
+    builder.adjust(2)
+    return builder.as_markup()
+
+
+def source_picker(texts: Texts, sources: Sequence[str], filters: ListFilters) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for index, source in enumerate(sources):
+        builder.button(
+            text=_mark(_shorten(source), filters.source == index),
+            callback_data=filters.with_source(index).cb(LeadListAction.SHOW),
+        )
+    builder.button(
+        text=_mark(texts.t("leads.btn.any_source"), filters.source is None),
+        callback_data=filters.with_source(None).cb(LeadListAction.SHOW),
+    )
+    builder.button(text=texts.t("common.back"), callback_data=filters.cb(LeadListAction.SHOW))
+    builder.adjust(2)
+    return builder.as_markup()
+
+
+def seller_picker(texts: Texts, sellers: Sequence[User], filters: ListFilters) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for seller in sellers:
+        builder.button(
+            text=_mark(_shorten(seller.full_name), filters.seller == seller.id),
+            callback_data=filters.with_seller(seller.id).cb(LeadListAction.SHOW),
+        )
+    builder.button(
+        text=_mark(texts.t("leads.btn.unassigned"), filters.seller == UNASSIGNED),
+        callback_data=filters.with_seller(UNASSIGNED).cb(LeadListAction.SHOW),
+    )
+    builder.button(
+        text=_mark(texts.t("leads.btn.any_seller"), filters.seller is None),
+        callback_data=filters.with_seller(None).cb(LeadListAction.SHOW),
+    )
+    builder.button(text=texts.t("common.back"), callback_data=filters.cb(LeadListAction.SHOW))
+    builder.adjust(2)
+    return builder.as_markup()
