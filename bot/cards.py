@@ -18,8 +18,8 @@ from db.enums import HistoryAction, LeadStatus
 from db.models import Comment, Lead, LeadHistory, User
 from db.repositories import LeadDetail
 
-# A comment on the card is a preview; the "more" pages show it whole.
-CARD_COMMENT_CHARS = 300
+# A comment on the card is a preview, shorter when the card is crowded; the "more" pages show it whole.
+PREVIEW_STEPS = (300, 150, 60)
 # Old and new values in a history line (notes can be 2000 characters long).
 HISTORY_VALUE_CHARS = 80
 # Rows a "more" page looks at; the page then takes as many as fit into one message.
@@ -112,31 +112,53 @@ def card_fields(lead: Lead, texts: Texts, crm: CrmSection) -> list[str]:
 def render_card(detail: LeadDetail, texts: Texts, crm: CrmSection, *, notice: str | None = None) -> Card:
     """The card: ``notice`` (what just happened) on top, the fields, latest comments and history.
 
-    When it would not fit into one message it is cut, and both "more" buttons are offered.
+    When it would not fit into one message, comment previews get shorter, then the oldest comment
+    and history lines go; whatever is left out is one "more" button away.
     """
     tz = crm.tz
-    parts: list[str] = []
-    if notice:
-        parts += [notice, ""]
-    parts += card_fields(detail.lead, texts, crm)
-    parts.append("")
-    if detail.comments:
-        parts.append(texts.t("card.comments", shown=len(detail.comments), total=detail.comments_total))
-        parts += [comment_line(c, texts, tz, CARD_COMMENT_CHARS) for c in detail.comments]
-    else:
-        parts.append(texts.t("card.comments.none"))
-    if detail.history:
-        parts.append("")
-        parts.append(texts.t("card.history", shown=len(detail.history), total=detail.history_total))
-        parts += [history_line(h, texts, tz) for h in detail.history]
-    text = "\n".join(parts)
-    was_cut = len(text) > MESSAGE_LIMIT
-    previews_cut = any(len(c.text) > CARD_COMMENT_CHARS for c in detail.comments)
+    head: list[str] = [notice, ""] if notice else []
+    head += card_fields(detail.lead, texts, crm)
+    comments = list(detail.comments)
+    history = [history_line(h, texts, tz) for h in detail.history]
+    for preview in PREVIEW_STEPS:
+        text = _assemble(head, comments, history, detail, texts, tz, preview)
+        if len(text) <= MESSAGE_LIMIT:
+            break
+    while len(text) > MESSAGE_LIMIT and (comments or history):
+        # Drop the oldest line of the longer section; the newest stay in view.
+        if comments and (len(comments) >= len(history) or not history):
+            comments.pop(0)
+        else:
+            history.pop(0)
+        text = _assemble(head, comments, history, detail, texts, tz, preview)
+    shown_whole = all(len(c.text) <= preview for c in comments)
     return Card(
         text=cut(text),
-        more_comments=was_cut or previews_cut or detail.comments_total > len(detail.comments),
-        more_history=was_cut or detail.history_total > len(detail.history),
+        more_comments=len(comments) < detail.comments_total or not shown_whole,
+        more_history=len(history) < detail.history_total,
     )
+
+
+def _assemble(
+    head: list[str],
+    comments: list[Comment],
+    history: list[str],
+    detail: LeadDetail,
+    texts: Texts,
+    tz: ZoneInfo,
+    preview: int,
+) -> str:
+    parts = [*head, ""]
+    if comments:
+        parts.append(texts.t("card.comments", shown=len(comments), total=detail.comments_total))
+        parts += [comment_line(c, texts, tz, preview) for c in comments]
+    elif detail.comments_total == 0:
+        parts.append(texts.t("card.comments.none"))
+    if history:
+        parts.append("")
+        parts.append(texts.t("card.history", shown=len(history), total=detail.history_total))
+        parts += history
+    return "\n".join(parts)
 
 
 def _page(header: str, rows: Sequence[tuple[int, str]], has_older: bool, empty: str) -> Page:
