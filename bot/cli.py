@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, _func, arguments) in _COMMANDS.items():
         child = sub.add_parser(name, help=help_text)
-        child.add_argument("--config", default="config.toml", help="path to the TOML config (default: config.toml)")
+        # No default here: a path given explicitly must exist, the implicit config.toml may be absent.
+        child.add_argument("--config", default=None, help="path to the TOML config (default: config.toml)")
         if arguments is not None:
             arguments(child)
     return parser
@@ -69,9 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _load_plugins()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    explicit = (argv is not None and "--config" in argv) or "--config" in sys.argv
     try:
-        settings = load_settings(args.config, required=explicit)
+        settings = load_settings(args.config or "config.toml", required=args.config is not None)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
