@@ -89,7 +89,8 @@ def describe_error(texts: Texts, error: DomainError, crm: CrmSection | None = No
     if isinstance(error, NotFound):
         if error.entity == "lead":
             return texts.t("error.not_found", entity_id=esc(error.entity_id))
-        return texts.t("error.not_found.user")
+        key = f"error.not_found.{error.entity}"
+        return texts.t(key if texts.has(key) else "error.not_found.user")
     if isinstance(error, Forbidden):
         key = f"error.forbidden.{error.action}"
         return texts.t(key if texts.has(key) else "error.forbidden")

@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from db.events import DomainEvent
 from db.repositories import InviteRepository, LeadRepository, UserRepository
+from db.repositories.followups import FollowUpRepository
 from db.repositories.outbox import OutboxRepository
+from db.repositories.reminders import ReminderRepository
 from db.repositories.tokens import ApiTokenRepository, IdempotencyRepository
 
 
@@ -35,6 +37,8 @@ class UnitOfWork:
         self.invites = InviteRepository(session, settings.access)
         self.leads = LeadRepository(session, settings.crm, self.events)
         self.outbox = OutboxRepository(session)
+        self.followups = FollowUpRepository(session)
+        self.reminders = ReminderRepository(session)
         self.tokens = ApiTokenRepository(session)
         self.idempotency = IdempotencyRepository(session)
 

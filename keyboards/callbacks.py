@@ -187,3 +187,45 @@ class UsersPageCB(CallbackData, prefix="up"):
     """A page of the /users list, counted from 0."""
 
     page: int = 0
+
+
+# ---- reminders and follow-ups ----
+
+
+class DuePreset(StrEnum):
+    """Due-time buttons of the follow-up conversation (local time)."""
+
+    IN_HOUR = "h"
+    TODAY_18 = "e"
+    TOMORROW_10 = "t"
+
+
+class FollowUpDueCB(CallbackData, prefix="fd"):
+    preset: DuePreset
+
+
+class FollowUpAction(StrEnum):
+    DONE = "d"
+
+
+class FollowUpCB(CallbackData, prefix="fu"):
+    action: FollowUpAction
+    followup_id: int
+    in_list: bool = False  # pressed under /tasks: redraw the list afterwards
+
+
+class SnoozeTarget(StrEnum):
+    LEAD = "l"  # a reminder about a lead waiting in «новый»
+    FOLLOWUP = "f"
+
+
+class SnoozeUntil(StrEnum):
+    HOUR = "h"  # one hour from the press
+    TOMORROW = "t"  # tomorrow 10:00 local
+
+
+class SnoozeCB(CallbackData, prefix="sz"):
+    target: SnoozeTarget
+    target_id: int
+    until: SnoozeUntil
+    in_list: bool = False

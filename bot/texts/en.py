@@ -305,4 +305,67 @@ TEXTS: dict[str, str] = {
     "find.header": "<b>Search “{query}”</b>",
     "find.none": "Nothing found for “{query}”.",
     "find.more": "Showing the first {count}. Refine the query to see the rest.",
+    # ---- reminders and follow-ups ----
+    "reminders.new_lead": (
+        "⏰ Lead #{lead_id} has been waiting in «new» since {since}.\n\n"
+        "Client: {client}\nPhone: {phone}\nSource: {source}\nSalesperson: {assignee}\n\n"
+        "Reminder #{number}. Take the lead into work or snooze the reminder."
+    ),
+    "reminders.escalation": (
+        "🚨 Lead #{lead_id} is still not in work after {number} reminders.\n\n"
+        "Client: {client}\nPhone: {phone}\nSource: {source}\nSalesperson: {assignee}\nWaiting since {since}."
+    ),
+    "reminders.btn.take": "✅ Take into work",
+    "reminders.btn.open": "📄 Card",
+    "reminders.btn.snooze_hour": "⏰ In an hour",
+    "reminders.btn.snooze_tomorrow": "🌅 Tomorrow 10:00",
+    "reminders.snoozed": "I will remind you {when}.",
+    "invalid.reminder_not_new": "The lead is no longer «new»: there will be no more reminders about it.",
+    "followups.ask_due": (
+        "Follow-up on lead #{lead_id} ({client}).\n\nWhen should I remind you? Pick a button or type a date and "
+        "time, e.g. <code>{example}</code>. /cancel to stop."
+    ),
+    "followups.need_due": "Pick a due time with a button or type a date and time, e.g. <code>{example}</code>.",
+    "followups.btn.in_hour": "In an hour",
+    "followups.btn.today_18": "Today 18:00",
+    "followups.btn.tomorrow_10": "Tomorrow 10:00",
+    "followups.ask_text": "Due: {due}.\n\nNow write briefly what to do (up to {limit} characters).",
+    "followups.need_text": "Write what needs doing as text, or /cancel.",
+    "followups.created": "✅ Follow-up on lead #{lead_id} ({client}) for {due}:\n{text}",
+    "followups.due": "⏰ Time to: {text}\n\nLead #{lead_id}: {client}, {phone}\nDue: {due}",
+    "followups.overdue": (
+        "🚨 A follow-up on lead #{lead_id} ({client}) is overdue.\n\n{text}\nWas due: {due}\nResponsible: {who}"
+    ),
+    "followups.btn.done": "✅ Done",
+    "followups.done": "Follow-up done.",
+    "followups.already_done": "The follow-up was already done.",
+    "followups.snoozed": "Moved to {when}.",
+    "invalid.due_invalid": (
+        "I could not read the date and time. Write e.g. <code>{example}</code> or <code>{example_iso}</code>."
+    ),
+    "invalid.due_past": "That time has passed: give a time in the future.",
+    "invalid.followup_done": "This follow-up is already done.",
+    "error.not_found.followup": "Follow-up not found (or its lead was deleted).",
+    "tasks.empty": "No open follow-ups. 🎉",
+    "tasks.header": "⏰ <b>Your follow-ups</b> ({total}), soonest first:",
+    "tasks.item": "{n}. {mark}{due} — lead #{lead_id} {client}: {text}",
+    "tasks.overdue_mark": "⚠️ ",
+    "tasks.more": "…and {count} more.",
+    "tasks.btn.done": "✅ {n}",
+    "tasks.btn.hour": "⏰ {n}: +1 h",
+    "tasks.btn.tomorrow": "🌅 {n}: tomorrow",
+    "digest.seller.header": "☀️ <b>Digest for {date}</b>",
+    "digest.seller.new": "<b>New leads ({count})</b>: take them into work:",
+    "digest.seller.overdue": "<b>Overdue ({count})</b>:",
+    "digest.seller.today": "<b>Due today ({count})</b>:",
+    "digest.lead_item": "• #{lead_id} {client}: {source}, since {since}",
+    "digest.followup_item": "• {due}: #{lead_id} {client}: {text}",
+    "digest.more": "…and {count} more",
+    "digest.team.header": "📊 <b>Team digest for {date}</b>",
+    "digest.team.statuses": "<b>Leads by status</b>:",
+    "digest.team.status_item": "• {status}: {count}",
+    "digest.team.unassigned": "New and unassigned: {count}",
+    "digest.team.overdue": "<b>Overdue work</b>:",
+    "digest.team.overdue_item": "• {name}: overdue follow-ups: {followups}, leads waiting in «new»: {leads}",
+    "digest.team.no_overdue": "Nothing overdue. ✅",
 }

@@ -307,4 +307,67 @@ TEXTS: dict[str, str] = {
     "find.header": "<b>Поиск «{query}»</b>",
     "find.none": "По запросу «{query}» ничего не найдено.",
     "find.more": "Показаны первые {count}. Уточните запрос, чтобы увидеть остальные.",
+    # ---- reminders and follow-ups ----
+    "reminders.new_lead": (
+        "⏰ Лид #{lead_id} ждёт в статусе «новый» с {since}.\n\n"
+        "Клиент: {client}\nТелефон: {phone}\nИсточник: {source}\nПродажник: {assignee}\n\n"
+        "Напоминание №{number}. Возьмите лид в работу или отложите напоминание."
+    ),
+    "reminders.escalation": (
+        "🚨 Лид #{lead_id} так и не взят в работу после {number} напоминаний.\n\n"
+        "Клиент: {client}\nТелефон: {phone}\nИсточник: {source}\nПродажник: {assignee}\nЖдёт с {since}."
+    ),
+    "reminders.btn.take": "✅ Взять в работу",
+    "reminders.btn.open": "📄 Карточка",
+    "reminders.btn.snooze_hour": "⏰ Через час",
+    "reminders.btn.snooze_tomorrow": "🌅 Завтра в 10:00",
+    "reminders.snoozed": "Напомню {when}.",
+    "invalid.reminder_not_new": "Лид уже не в статусе «новый» — напоминаний о нём больше не будет.",
+    "followups.ask_due": (
+        "Задача по лиду #{lead_id} ({client}).\n\nКогда напомнить? Выберите кнопкой или напишите дату и время, "
+        "например <code>{example}</code>. /cancel — отмена."
+    ),
+    "followups.need_due": "Выберите срок кнопкой или напишите дату и время, например <code>{example}</code>.",
+    "followups.btn.in_hour": "Через час",
+    "followups.btn.today_18": "Сегодня в 18:00",
+    "followups.btn.tomorrow_10": "Завтра в 10:00",
+    "followups.ask_text": "Срок: {due}.\n\nТеперь коротко напишите, что сделать (до {limit} символов).",
+    "followups.need_text": "Напишите текстом, что нужно сделать, или /cancel.",
+    "followups.created": "✅ Задача по лиду #{lead_id} ({client}) на {due}:\n{text}",
+    "followups.due": "⏰ Пора: {text}\n\nЛид #{lead_id}: {client}, {phone}\nСрок: {due}",
+    "followups.overdue": (
+        "🚨 Просрочена задача по лиду #{lead_id} ({client}).\n\n{text}\nСрок был: {due}\nОтветственный: {who}"
+    ),
+    "followups.btn.done": "✅ Готово",
+    "followups.done": "Задача выполнена.",
+    "followups.already_done": "Задача уже была выполнена.",
+    "followups.snoozed": "Перенесено на {when}.",
+    "invalid.due_invalid": (
+        "Не понял дату и время. Напишите, например, <code>{example}</code> или <code>{example_iso}</code>."
+    ),
+    "invalid.due_past": "Это время уже прошло — укажите время в будущем.",
+    "invalid.followup_done": "Эта задача уже выполнена.",
+    "error.not_found.followup": "Задача не найдена (или её лид удалён).",
+    "tasks.empty": "Открытых задач нет. 🎉",
+    "tasks.header": "⏰ <b>Ваши задачи</b> ({total}), ближайшие сверху:",
+    "tasks.item": "{n}. {mark}{due} — лид #{lead_id} {client}: {text}",
+    "tasks.overdue_mark": "⚠️ ",
+    "tasks.more": "…и ещё {count}.",
+    "tasks.btn.done": "✅ {n}",
+    "tasks.btn.hour": "⏰ {n}: +1 ч",
+    "tasks.btn.tomorrow": "🌅 {n}: завтра",
+    "digest.seller.header": "☀️ <b>Сводка на {date}</b>",
+    "digest.seller.new": "<b>Новые лиды ({count})</b> — возьмите в работу:",
+    "digest.seller.overdue": "<b>Просрочено ({count})</b>:",
+    "digest.seller.today": "<b>На сегодня ({count})</b>:",
+    "digest.lead_item": "• #{lead_id} {client} — {source}, с {since}",
+    "digest.followup_item": "• {due} — #{lead_id} {client}: {text}",
+    "digest.more": "…и ещё {count}",
+    "digest.team.header": "📊 <b>Сводка команды на {date}</b>",
+    "digest.team.statuses": "<b>Лиды по статусам</b>:",
+    "digest.team.status_item": "• {status}: {count}",
+    "digest.team.unassigned": "Новых без продажника: {count}",
+    "digest.team.overdue": "<b>Просрочки</b>:",
+    "digest.team.overdue_item": "• {name}: просроченных задач — {followups}, лидов ждут в «новом» — {leads}",
+    "digest.team.no_overdue": "Просрочек нет. ✅",
 }
