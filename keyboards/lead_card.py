@@ -47,7 +47,10 @@ def extra_rows(actor: User, lead: Lead, texts: Texts) -> list[list[InlineKeyboar
     per row; show a button only when ``actor`` may use it. The lead card handlers do not handle
     these actions: the owning feature's router does.
     """
-    return []
+    rows: list[list[InlineKeyboardButton]] = []
+    if permissions.can_update(actor, lead):
+        rows.append([_button(texts.t("followups.btn.set"), LeadCB(action=LeadAction.FOLLOWUP, lead_id=lead.id))])
+    return rows
 
 
 def card_keyboard(

@@ -337,6 +337,7 @@ TEXTS: dict[str, str] = {
         "🚨 A follow-up on lead #{lead_id} ({client}) is overdue.\n\n{text}\nWas due: {due}\nResponsible: {who}"
     ),
     "followups.btn.done": "✅ Done",
+    "followups.btn.set": "⏰ Follow-up",
     "followups.done": "Follow-up done.",
     "followups.already_done": "The follow-up was already done.",
     "followups.snoozed": "Moved to {when}.",

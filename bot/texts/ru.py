@@ -339,6 +339,7 @@ TEXTS: dict[str, str] = {
         "🚨 Просрочена задача по лиду #{lead_id} ({client}).\n\n{text}\nСрок был: {due}\nОтветственный: {who}"
     ),
     "followups.btn.done": "✅ Готово",
+    "followups.btn.set": "⏰ Задача",
     "followups.done": "Задача выполнена.",
     "followups.already_done": "Задача уже была выполнена.",
     "followups.snoozed": "Перенесено на {when}.",
