@@ -14,7 +14,8 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.durations import parse_clock_range, parse_duration
@@ -476,3 +477,51 @@ async def test_scheduler_starts_runs_the_jobs_with_the_real_time_and_stops(setti
         assert moment >= before
     # Stopping twice is harmless (the runner's finally block may meet a scheduler that never started).
     stop_scheduler(scheduler)
+
+
+# ---- the queries walk their indexes ----------------------------------------------------------------------
+
+
+async def _plans(engine: AsyncEngine, run: Any) -> list[str]:
+    """EXPLAIN QUERY PLAN of every SELECT ``run`` sends, as sent (parameters included)."""
+    captured: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            captured.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        await run()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+    plans = []
+    async with engine.connect() as conn:
+        for statement, parameters in captured:
+            rows = (await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)).all()
+            plans.append(" | ".join(str(row[-1]) for row in rows))
+    return plans
+
+
+async def test_reminder_queries_use_their_indexes(engine: AsyncEngine, uow_factory: UnitOfWorkFactory) -> None:
+    now = local(2025, 12, 1, 12)
+
+    async def arm() -> None:
+        async with uow_factory() as uow:
+            await uow.reminders.arm(timedelta(hours=2))
+
+    async def due_leads() -> None:
+        async with uow_factory() as uow:
+            await uow.reminders.due_lead_ids(now, limit=10)
+
+    async def due_followups() -> None:
+        async with uow_factory() as uow:
+            await uow.followups.due_unreminded(now, limit=10)
+            await uow.followups.overdue_unescalated(now, limit=10)
+
+    [arm_plan] = await _plans(engine, arm)
+    assert "USING INDEX ix_leads_reminder_due (status=? AND next_reminder_at=?)" in arm_plan
+    [due_plan] = await _plans(engine, due_leads)
+    assert "USING INDEX ix_leads_reminder_due (status=? AND next_reminder_at<?)" in due_plan
+    for plan in await _plans(engine, due_followups):
+        assert "USING INDEX ix_followups_open_due (done_at=? AND due_at<?)" in plan
