@@ -254,10 +254,14 @@ class DeliveryWorker:
             self._runner = asyncio.create_task(self.run(), name="outbox-delivery")
         return self._runner
 
-    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a grace period, not an I/O timeout
-        """Stop taking rows, let the requests on their way finish (and be marked), then return."""
+    def stop_soon(self) -> None:
+        """Ask the loop to stop taking rows (it still finishes and records the requests on their way)."""
         self._stopping.set()
         self._wake.set()
+
+    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a grace period, not an I/O timeout
+        """Stop taking rows, let the requests on their way finish (and be marked), then return."""
+        self.stop_soon()
         if self._runner is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._runner), timeout)
@@ -325,9 +329,11 @@ class DeliveryWorker:
         """
         wait = self._poll
         if self._next_due is not None:
+            # A row already due is waiting for its chat (listed) or for a lease to run out: not this.
             until_due = (self._next_due - self.clock.now()).total_seconds()
             draining = until_idle and not self._candidates and not self._tasks
-            wait = until_due if draining else min(wait, until_due)
+            if until_due > 0:
+                wait = until_due if draining else min(wait, until_due)
         for row in self._candidates:
             delay = self.limiter.chat_delay(row.chat_id)
             if delay is not None:

@@ -260,6 +260,7 @@ TEXTS: dict[str, str] = {
     "outbox.btn.retry": "🔁 Retry failed",
     "outbox.btn.refresh": "🔄 Refresh",
     "outbox.retried": "Queued again: {count}.",
+    "outbox.team_chat": "the team chat",
     "outbox.nothing_to_retry": "Nothing has failed.",
     "error.forbidden.outbox": "The notification queue is for admins only.",
     # ---- api tokens -------------------------------------------------------------------------------

@@ -262,6 +262,7 @@ TEXTS: dict[str, str] = {
     "outbox.btn.retry": "🔁 Повторить недоставленные",
     "outbox.btn.refresh": "🔄 Обновить",
     "outbox.retried": "В очередь снова поставлено: {count}.",
+    "outbox.team_chat": "общий чат",
     "outbox.nothing_to_retry": "Недоставленных нет.",
     "error.forbidden.outbox": "Очередь уведомлений доступна только администратору.",
     # ---- api tokens -------------------------------------------------------------------------------

@@ -185,7 +185,7 @@ class OutboxRepository:
             .order_by(OutboxMessage.id.desc())
             .limit(failed_limit)
         )
-        return OutboxOverview(counts=await self.counts(), failed=[(row, user) for row, user in rows.tuples().all()])
+        return OutboxOverview(counts=await self.counts(), failed=[(pair[0], pair[1]) for pair in rows.all()])
 
     async def retry_failed(self, actor: User) -> int:
         """Re-queue every failed row (attempts start again; the last error stays until it is sent)."""
