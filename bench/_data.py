@@ -1,0 +1,226 @@
+"""A migrated SQLite database of 1,000,000 leads for the benchmarks, built once and reused.
+
+The schema comes from the real migrations (``db.migrate.upgrade``); the rows are written with raw
+``sqlite3.executemany`` in one transaction, which fills a million leads in well under a minute. The
+built file is cached in the temp directory under a name derived from the size and the migrations'
+content, so a second run (or another benchmark) only copies it; ``fresh_copy`` gives each run its own
+file, because the benchmarks write to it.
+
+What is in it:
+
+- a team of 20 (2 admins, 2 heads of sales, 4 sales managers, 10 salespeople, 2 financiers), Telegram
+  ids ``TG_BASE + users.id``;
+- ``n`` leads, ids ascending with ``created_at`` over the last two years; statuses 25 % новый, 35 % в
+  работе, 20 % закрыт, 20 % отказ; the six default sources; 90 % assigned round-robin-ish among the
+  salespeople, 10 % unassigned; about 1 % soft-deleted; unique E.164 phones ``+99890xxxxxxx``;
+- ``HOT_LEADS`` leads spread over the table (the ones benchmarks open) with 8 comments and 8 history
+  rows each, so their cards show "all comments" / "full history" buttons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bot.config import DEFAULT_SOURCES
+from db.engine import create_engine
+from db.enums import LeadStatus, Role
+from db.migrate import MIGRATIONS_DIR, upgrade
+from db.validation import fold_for_search
+
+LEADS = 1_000_000
+TG_BASE = 700_000_000
+HOT_LEADS = 200
+NOTES_PER_HOT_LEAD = 8
+BUILDER_VERSION = "1"  # bump when the content below changes, so cached files are rebuilt
+
+TEAM: list[tuple[Role, str, str]] = [
+    (Role.ADMIN, "Админ", "Первый"),
+    (Role.ADMIN, "Админ", "Второй"),
+    (Role.ROP, "Роп", "Каримов"),
+    (Role.ROP, "Роп", "Юсупова"),
+    *[(Role.MOP, "Моп", name) for name in ("Алиев", "Рахимова", "Петров", "Ким")],
+    *[
+        (Role.SELLER, first, "Продажник")
+        for first in ("Азиз", "Бахтиёр", "Гульнора", "Дилшод", "Елена", "Жасур", "Зарина", "Ильхом", "Камола", "Лола")
+    ],
+    (Role.FINANCE, "Фин", "Одилов"),
+    (Role.FINANCE, "Фин", "Сергеева"),
+]
+
+_STATUSES = [
+    (LeadStatus.NEW.value, 25),
+    (LeadStatus.IN_WORK.value, 35),
+    (LeadStatus.CLOSED.value, 20),
+    (LeadStatus.REFUSED.value, 20),
+]
+_FIRST = ["Азиз", "Нодира", "Шахзод", "Мадина", "Рустам", "Ольга", "Тимур", "Дильноза", "Сардор", "Анна"]
+_LAST = ["Каримов", "Усманова", "Ахмедов", "Ким", "Иванов", "Турсунова", "Назаров", "Пак", "Юлдашев", "Смирнова"]
+_FMT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
+
+
+@dataclass(frozen=True, slots=True)
+class BenchData:
+    path: Path
+    leads: int
+    team: list[tuple[int, Role]]  # (users.id, role), ids 1..len(TEAM)
+    hot: list[int]  # lead ids with comments and history, spread over the table
+
+    def telegram_id(self, user_id: int) -> int:
+        return TG_BASE + user_id
+
+    def users(self, *roles: Role) -> list[int]:
+        return [user_id for user_id, role in self.team if role in roles]
+
+
+def _schema_key() -> str:
+    digest = hashlib.sha256(BUILDER_VERSION.encode())
+    for path in sorted(MIGRATIONS_DIR.rglob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def hot_leads(leads: int) -> list[int]:
+    step = max(1, leads // HOT_LEADS)
+    return [1 + i * step + step // 2 for i in range(min(HOT_LEADS, leads))]
+
+
+def _team_rows(now: datetime) -> list[tuple[object, ...]]:
+    return [
+        (user_id, TG_BASE + user_id, first, last, f"bench_{user_id}", role.value, 1, "ru", now.strftime(_FMT))
+        for user_id, (role, first, last) in enumerate(TEAM, start=1)
+    ]
+
+
+def _lead_rows(leads: int, now: datetime, rng: random.Random) -> Iterator[tuple[object, ...]]:
+    sellers = [i for i, (role, _, _) in enumerate(TEAM, start=1) if role == Role.SELLER]
+    creators = [i for i, (role, _, _) in enumerate(TEAM, start=1) if role in (Role.ADMIN, Role.ROP, Role.MOP)]
+    statuses = [s for s, w in _STATUSES for _ in range(w)]
+    start = now - timedelta(days=730)
+    span = (now - start).total_seconds()
+    names = [f"{first} {last}" for first in _FIRST for last in _LAST]
+    folded = [fold_for_search(name) for name in names]
+    for lead_id in range(1, leads + 1):
+        created = start + timedelta(seconds=span * lead_id / (leads + 1))
+        created_s = created.strftime(_FMT)
+        status = statuses[rng.randrange(100)]
+        name_index = rng.randrange(len(names))
+        assignee = sellers[rng.randrange(len(sellers))] if rng.random() < 0.9 else None
+        deleted = created_s if rng.random() < 0.01 else None
+        yield (
+            lead_id,
+            names[name_index],
+            folded[name_index],
+            # A multiplier coprime with 10**7 maps 0..10**7-1 onto itself: unique, scattered numbers.
+            f"+99890{(lead_id * 3_000_017) % 10_000_000:07d}",
+            status,
+            DEFAULT_SOURCES[rng.randrange(len(DEFAULT_SOURCES))],
+            float(rng.randrange(20, 400) * 1000) if rng.random() < 0.7 else None,
+            "Хочет двушку ближе к метро" if rng.random() < 0.2 else None,
+            assignee,
+            creators[rng.randrange(len(creators))],
+            created_s,
+            created_s,
+            "Дорого" if status == LeadStatus.REFUSED.value else None,
+            deleted,
+            None if deleted is None else creators[0],
+            0,
+        )
+
+
+def _fill(path: Path, leads: int) -> list[int]:
+    rng = random.Random(20261126)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    hot = hot_leads(leads)
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        # No rollback journal while filling (a half-built file is thrown away anyway): WAL would write
+        # every page twice. The file goes back to WAL, as the bot runs it, at the end.
+        connection.execute("PRAGMA journal_mode=OFF")
+        connection.execute("PRAGMA synchronous=OFF")
+        connection.execute("PRAGMA cache_size=-400000")  # ~400 MB: the indexes stay in memory while filling
+        connection.execute("BEGIN")
+        connection.executemany(
+            "INSERT INTO users (id, telegram_id, first_name, last_name, username, role, is_active, language,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _team_rows(now),
+        )
+        connection.executemany(
+            "INSERT INTO leads (id, client_name, search_name, phone_number, status, source, budget, notes,"
+            " assigned_to_id, created_by_id, created_at, updated_at, refusal_reason, deleted_at, deleted_by_id,"
+            " reminder_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _lead_rows(leads, now, rng),
+        )
+        # The opened leads must be live: clear a soft-delete the dice may have put there.
+        connection.executemany(
+            "UPDATE leads SET deleted_at = NULL, deleted_by_id = NULL WHERE id = ?", [(i,) for i in hot]
+        )
+        stamp = now.strftime(_FMT)
+        comments = [
+            (lead_id, f"Комментарий {k} <b>не жирный</b>: перезвонить после обеда", 5 + k % 4, stamp)
+            for lead_id in hot
+            for k in range(NOTES_PER_HOT_LEAD)
+        ]
+        connection.executemany(
+            "INSERT INTO comments (lead_id, text, created_by_id, created_at) VALUES (?, ?, ?, ?)", comments
+        )
+        history = [
+            (lead_id, "updated", "budget", str(k * 1000), str((k + 1) * 1000), 3, stamp)
+            for lead_id in hot
+            for k in range(NOTES_PER_HOT_LEAD)
+        ]
+        connection.executemany(
+            "INSERT INTO lead_history (lead_id, action, field, old_value, new_value, changed_by_id, changed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            history,
+        )
+        connection.execute("COMMIT")
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
+    return hot
+
+
+async def _migrate(path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def cached_database(leads: int = LEADS, *, rebuild: bool = False, log: bool = True) -> BenchData:
+    """The built database file (built now unless a cached one with the same schema exists)."""
+    cache_dir = Path(tempfile.gettempdir()) / "leadbot-bench"
+    cache_dir.mkdir(exist_ok=True)
+    path = cache_dir / f"leads-{leads}-{_schema_key()}.db"
+    team = [(user_id, role) for user_id, (role, _, _) in enumerate(TEAM, start=1)]
+    if path.exists() and not rebuild:
+        return BenchData(path=path, leads=leads, team=team, hot=hot_leads(leads))
+    started = time.perf_counter()
+    building = path.with_suffix(".building")
+    for stale in (building, building.with_name(building.name + "-wal"), building.with_name(building.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    asyncio.run(_migrate(building))
+    hot = _fill(building, leads)
+    building.replace(path)
+    if log:
+        print(f"built {leads:,} leads in {time.perf_counter() - started:.1f} s: {path}")
+    return BenchData(path=path, leads=leads, team=team, hot=hot)
+
+
+def fresh_copy(data: BenchData, directory: Path) -> BenchData:
+    """A private copy of the cached database in ``directory`` (the benchmark writes to its copy)."""
+    target = directory / "bench.db"
+    shutil.copyfile(data.path, target)
+    return BenchData(path=target, leads=data.leads, team=data.team, hot=data.hot)
