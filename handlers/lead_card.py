@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramBadRequest
-from aiogram.filters import Command, CommandObject
+from aiogram.filters import Command, CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
@@ -648,10 +648,10 @@ def create_router() -> Router:
     )
     router.callback_query.register(on_more_page, LeadMoreCB.filter())
 
-    router.message.register(on_refusal_reason, RefusalForm.reason, F.text)
-    router.message.register(on_text_expected, RefusalForm.reason)
-    router.message.register(on_comment_text, CommentForm.text, F.text)
-    router.message.register(on_text_expected, CommentForm.text)
-    router.message.register(on_edit_value, EditForm.value, F.text)
-    router.message.register(on_text_expected, EditForm.value)
+    router.message.register(on_refusal_reason, StateFilter(RefusalForm.reason), F.text)
+    router.message.register(on_text_expected, StateFilter(RefusalForm.reason))
+    router.message.register(on_comment_text, StateFilter(CommentForm.text), F.text)
+    router.message.register(on_text_expected, StateFilter(CommentForm.text))
+    router.message.register(on_edit_value, StateFilter(EditForm.value), F.text)
+    router.message.register(on_text_expected, StateFilter(EditForm.value))
     return router
