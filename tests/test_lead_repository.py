@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy import text
 
 from db.enums import HistoryAction, LeadStatus
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
@@ -66,8 +67,16 @@ async def test_soft_delete_frees_the_phone_and_keeps_history(uow_factory: UnitOf
     async with uow_factory() as uow:
         with pytest.raises(NotFound):
             await uow.leads.get(team.admin.user, lead.id)
-        rows = (await uow.session.execute(__import__("sqlalchemy").text(
-            "select action from lead_history where lead_id = :id"), {"id": lead.id})).scalars().all()
+        rows = (
+            (
+                await uow.session.execute(
+                    text("select action from lead_history where lead_id = :id"),
+                    {"id": lead.id},
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert "deleted" in rows
 
 
