@@ -40,10 +40,10 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -63,6 +63,7 @@ from db.models import OutboxMessage
 from db.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INTERRUPTED = (
     "interrupted between sending and confirmation (worker stopped or crashed); not re-sent to avoid a "
@@ -160,7 +161,12 @@ class RateLimiter:
         return max(0.0, delay)
 
     def acquire(self, chat_id: int) -> None:
-        """A send to ``chat_id`` starts now: the next global slot moves one interval on."""
+        """A send to ``chat_id`` starts now: the next one may start one interval later, not sooner.
+
+        Strict spacing from the actual start: a late wake-up delays what follows rather than being
+        caught up with a quicker send, so no second ever holds more than ``rate_per_second`` starts
+        (the price, a few percent of throughput lost to sleep overshoot, is in the README's figures).
+        """
         now = self.clock.monotonic()
         self._next_slot = max(self._next_slot, now) + self.interval
         self._in_flight.add(chat_id)
@@ -245,6 +251,10 @@ class DeliveryWorker:
         self._candidates: list[OutboxMessage] = []
         self._fetched_at = -math.inf
         self._next_due: datetime | None = None
+        # A row claimed for the next global slot, not yet sent.
+        self._ready: _Job | None = None
+        # Finished sends whose outcome the loop has yet to record (it writes them with its next claim).
+        self._outcomes: list[tuple[_Job, _Outcome]] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -282,44 +292,62 @@ class DeliveryWorker:
         await asyncio.gather(*self._tasks.values(), *([self._runner] if self._runner else []), return_exceptions=True)
         self._tasks.clear()
         self._runner = None
+        self._ready = None
 
     async def run(self, *, until_idle: bool = False, max_virtual_seconds: float = 3600.0) -> None:
         """The loop. ``until_idle`` returns once nothing is pending or on its way (tests, the benchmark)."""
         started = self.clock.monotonic()
         while not self._stopping.is_set():
-            if await self._step():
+            try:
+                if await self._step():
+                    continue
+                if self._outcomes:
+                    await self._write()
+                if until_idle and await self._idle():
+                    break
+            except Exception:  # the database was unavailable, say: keep going, nothing is lost
+                log.exception("outbox delivery step failed; retrying")
+                await self._pause(self._poll)
                 continue
-            if until_idle and await self._idle():
-                break
             if until_idle and self.clock.monotonic() - started > max_virtual_seconds:
                 raise RuntimeError("the outbox did not drain")
             await self._pause(self._next_wait(until_idle=until_idle))
+        await self._release_ready()
         await self._drain()
 
     # ---- one step -----------------------------------------------------------------------------------------
 
     async def _step(self) -> bool:
-        """Start one send if one may start now; False when there is nothing to do at this moment."""
+        """Start one send if one may start now; False when there is nothing to do at this moment.
+
+        The next row is claimed while the previous send's interval runs out, so the database round trip
+        does not stretch the spacing: the send starts the moment its slot opens.
+        """
         if len(self._tasks) >= self.max_in_flight:
             return False
-        if not self._candidates or self.clock.monotonic() - self._fetched_at >= self._poll:
-            await self._refresh()
+        if self._ready is None:
+            if not self._candidates or self.clock.monotonic() - self._fetched_at >= self._poll:
+                await self._refresh()
+            for index, row in enumerate(self._candidates):
+                if self.limiter.chat_delay(row.chat_id) != 0.0:
+                    continue
+                del self._candidates[index]
+                self._ready = await self._claim(row.id)
+                break
+            else:
+                return False
+            if self._ready is None:  # lost the row (or it must wait): look again
+                return True
         delay = self.limiter.global_delay()
         if delay > 0:
             await self._pause(delay)
             return True
-        for index, row in enumerate(self._candidates):
-            if self.limiter.chat_delay(row.chat_id) != 0.0:
-                continue
-            del self._candidates[index]
-            job = await self._claim(row.id)
-            if job is not None:
-                self.limiter.acquire(job.chat_id)
-                if self.on_send is not None:
-                    self.on_send(job.row_id, job.chat_id)
-                self._tasks[job.row_id] = asyncio.create_task(self._deliver(job), name=f"outbox-{job.row_id}")
-            return True
-        return False
+        job, self._ready = self._ready, None
+        self.limiter.acquire(job.chat_id)
+        if self.on_send is not None:
+            self.on_send(job.row_id, job.chat_id)
+        self._tasks[job.row_id] = asyncio.create_task(self._deliver(job), name=f"outbox-{job.row_id}")
+        return True
 
     def _next_wait(self, *, until_idle: bool = False) -> float:
         """How long to sleep when nothing may start: until a listed chat frees up or a row falls due.
@@ -340,20 +368,49 @@ class DeliveryWorker:
                 wait = min(wait, delay)
         return max(wait, 0.001)
 
-    async def _refresh(self) -> None:
+    async def _write(self, work: Callable[[UnitOfWork], Awaitable[T]] | None = None) -> T | None:
+        """One transaction of the loop: the outcomes of finished sends, then ``work``.
+
+        The loop is the worker's only database writer — send tasks hand their outcomes over instead of
+        committing them — so the worker never waits on its own locks and the spacing holds.
+        """
+        outcomes = list(self._outcomes)
         now = self.clock.now()
         async with self.uow_factory() as uow:
-            await self._recover(uow, now)
-            rows = await uow.outbox.due_heads(now, limit=self.batch_size)
-            self._next_due = await uow.outbox.next_due_at()
+            for job, outcome in outcomes:
+                await self._apply(uow, job, outcome, now)
+            result = await work(uow) if work is not None else None
             await uow.commit()
+        del self._outcomes[: len(outcomes)]  # tasks only append: what came in meanwhile stays
+        for job, outcome in outcomes:
+            if outcome.result == "failed":
+                log.warning("outbox row %s (%s) failed: %s", job.row_id, job.kind, outcome.error)
+        return result
+
+    async def _refresh(self) -> None:
+        now = self.clock.now()
+
+        async def fetch(uow: UnitOfWork) -> list[OutboxMessage]:
+            await self._recover(uow, now)
+            self._next_due = await uow.outbox.next_due_at()
+            return await uow.outbox.due_heads(now, limit=self.batch_size)
+
+        rows = await self._write(fetch) or []
         self._candidates = [row for row in rows if row.id not in self._tasks]
         self._fetched_at = self.clock.monotonic()
+
+    def _busy(self, row_id: int) -> bool:
+        """Is the row this worker's own (on its way, claimed for the next slot, or awaiting its record)?"""
+        return (
+            row_id in self._tasks
+            or (self._ready is not None and self._ready.row_id == row_id)
+            or any(job.row_id == row_id for job, _ in self._outcomes)
+        )
 
     async def _recover(self, uow: UnitOfWork, now: datetime) -> None:
         """Rows another (dead) worker claimed and never settled: edits go again, sends fail honestly."""
         for row in await uow.outbox.expired_leases(now):
-            if row.id in self._tasks:
+            if self._busy(row.id):
                 continue
             if row.payload.get("edit_of"):
                 row.status = OutboxStatus.PENDING
@@ -365,7 +422,8 @@ class DeliveryWorker:
 
     async def _claim(self, row_id: int) -> _Job | None:
         now = self.clock.now()
-        async with self.uow_factory() as uow:
+
+        async def claim(uow: UnitOfWork) -> _Job | None:
             row = await uow.outbox.claim(row_id, lease_until=now + self.lease)
             if row is None:
                 return None
@@ -375,7 +433,6 @@ class DeliveryWorker:
                 original = await uow.outbox.by_key(str(edit_of))
                 if original is None or original.status == OutboxStatus.FAILED:
                     await uow.outbox.mark_failed(row.id, error="the message to edit was never delivered")
-                    await uow.commit()
                     return None
                 if original.status != OutboxStatus.SENT or original.telegram_message_id is None:
                     await uow.outbox.mark_retry(
@@ -384,10 +441,9 @@ class DeliveryWorker:
                         at=now + timedelta(seconds=self._poll),
                         count_attempt=False,
                     )
-                    await uow.commit()
                     return None
                 edit_message_id = original.telegram_message_id
-            job = _Job(
+            return _Job(
                 row_id=row.id,
                 chat_id=row.chat_id,
                 thread_id=row.thread_id,
@@ -396,8 +452,8 @@ class DeliveryWorker:
                 attempts=row.attempts,
                 edit_message_id=edit_message_id,
             )
-            await uow.commit()
-        return job
+
+        return await self._write(claim)
 
     # ---- one message -------------------------------------------------------------------------------------
 
@@ -411,7 +467,7 @@ class DeliveryWorker:
                     self.limiter.pause(outcome.retry_in)
             finally:
                 self.limiter.release(job.chat_id, delivered=delivered)
-            await self._settle(job, outcome)
+            self._outcomes.append((job, outcome))
         finally:
             self._tasks.pop(job.row_id, None)
             self._wake.set()
@@ -460,32 +516,21 @@ class DeliveryWorker:
         delay = min(self.backoff_max, self.backoff_base * 2**job.attempts)
         return _Outcome("retry", error=_describe(exc), retry_in=delay)
 
-    async def _settle(self, job: _Job, outcome: _Outcome) -> None:
-        """Record what happened; a busy database is retried (the row would otherwise end "interrupted")."""
-        for attempt in range(5):
-            try:
-                now = self.clock.now()
-                async with self.uow_factory() as uow:
-                    if outcome.result == "sent":
-                        await uow.outbox.mark_sent(job.row_id, message_id=outcome.message_id, now=now)
-                    elif outcome.result == "retry":
-                        await uow.outbox.mark_retry(
-                            job.row_id,
-                            error=outcome.error,
-                            at=now + timedelta(seconds=outcome.retry_in),
-                            count_attempt=outcome.count_attempt,
-                        )
-                    else:
-                        await uow.outbox.mark_failed(job.row_id, error=outcome.error)
-                        if outcome.unreachable:
-                            await uow.users.mark_unreachable(job.chat_id)
-                    await uow.commit()
-                if outcome.result == "failed":
-                    log.warning("outbox row %s (%s) failed: %s", job.row_id, job.kind, outcome.error)
-                return
-            except Exception:
-                log.exception("could not record the outcome of outbox row %s (try %s)", job.row_id, attempt + 1)
-                await asyncio.sleep(0.05 * (attempt + 1))
+    @staticmethod
+    async def _apply(uow: UnitOfWork, job: _Job, outcome: _Outcome, now: datetime) -> None:
+        if outcome.result == "sent":
+            await uow.outbox.mark_sent(job.row_id, message_id=outcome.message_id, now=now)
+        elif outcome.result == "retry":
+            await uow.outbox.mark_retry(
+                job.row_id,
+                error=outcome.error,
+                at=now + timedelta(seconds=outcome.retry_in),
+                count_attempt=outcome.count_attempt,
+            )
+        else:
+            await uow.outbox.mark_failed(job.row_id, error=outcome.error)
+            if outcome.unreachable:
+                await uow.users.mark_unreachable(job.chat_id)
 
     # ---- waiting -------------------------------------------------------------------------------------------
 
@@ -502,16 +547,32 @@ class DeliveryWorker:
             await asyncio.gather(sleeper, waker, return_exceptions=True)
 
     async def _idle(self) -> bool:
-        if self._tasks:
+        if self._tasks or self._ready is not None or self._outcomes:
             return False
         async with self.uow_factory() as uow:
             counts = await uow.outbox.counts()
         return counts[OutboxStatus.PENDING] == 0 and counts[OutboxStatus.SENDING] == 0
 
+    async def _release_ready(self) -> None:
+        """Stopping with a row claimed but not sent: it goes back to pending, untouched."""
+        job, self._ready = self._ready, None
+        if job is not None:
+            async with self.uow_factory() as uow:
+                await uow.outbox.unclaim(job.row_id, at=self.clock.now())
+                await uow.commit()
+
     async def _drain(self) -> None:
         """Let the requests already on their way finish and be recorded."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        for attempt in range(5):
+            if not self._outcomes:
+                return
+            try:
+                await self._write()
+            except Exception:
+                log.exception("could not record sent notifications (try %s)", attempt + 1)
+                await asyncio.sleep(0.1 * (attempt + 1))
 
 
 def _describe(exc: BaseException) -> str:

@@ -118,6 +118,15 @@ class OutboxRepository:
             return None
         return await self.session.get(OutboxMessage, row_id, populate_existing=True)
 
+    async def unclaim(self, row_id: int, *, at: datetime) -> None:
+        """sending → pending for a row claimed and then not sent (the worker stopped first)."""
+        await self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row_id, OutboxMessage.status == OutboxStatus.SENDING)
+            .values(status=OutboxStatus.PENDING, next_attempt_at=at)
+            .execution_options(synchronize_session=False)
+        )
+
     async def mark_sent(self, row_id: int, *, message_id: int | None, now: datetime) -> None:
         await self.session.execute(
             update(OutboxMessage)
