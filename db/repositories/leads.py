@@ -109,27 +109,29 @@ class LeadRepository:
         """The lead with its latest ``comments`` comments and ``history`` history rows (newest last)."""
         lead = await self.get(actor, lead_id)
         detail = LeadDetail(lead=lead)
-        comment_rows = await self.session.scalars(
-            select(Comment).where(Comment.lead_id == lead_id).order_by(Comment.id.desc()).limit(comments or None)
-        )
-        detail.comments = list(reversed(comment_rows.all()))
-        history_rows = await self.session.scalars(
-            select(LeadHistory)
-            .where(LeadHistory.lead_id == lead_id)
-            .order_by(LeadHistory.id.desc())
-            .limit(history or None)
-        )
-        detail.history = list(reversed(history_rows.all()))
-        detail.comments_total = len(detail.comments)
-        detail.history_total = len(detail.history)
-        if comments and len(detail.comments) == comments:
-            detail.comments_total = await self._count(Comment, Comment.lead_id == lead_id)
-        if history and len(detail.history) == history:
-            detail.history_total = await self._count(LeadHistory, LeadHistory.lead_id == lead_id)
+        # Each list comes with its total in the same statement (a window count is taken before LIMIT):
+        # two statements for the card's lower half instead of four.
+        comment_rows = (
+            await self.session.execute(
+                select(Comment, func.count().over())
+                .where(Comment.lead_id == lead_id)
+                .order_by(Comment.id.desc())
+                .limit(comments or None)
+            )
+        ).all()
+        detail.comments = [row[0] for row in reversed(comment_rows)]
+        detail.comments_total = comment_rows[0][1] if comment_rows else 0
+        history_rows = (
+            await self.session.execute(
+                select(LeadHistory, func.count().over())
+                .where(LeadHistory.lead_id == lead_id)
+                .order_by(LeadHistory.id.desc())
+                .limit(history or None)
+            )
+        ).all()
+        detail.history = [row[0] for row in reversed(history_rows)]
+        detail.history_total = history_rows[0][1] if history_rows else 0
         return detail
-
-    async def _count(self, model: type[Comment] | type[LeadHistory], condition: Any) -> int:
-        return int(await self.session.scalar(select(func.count()).select_from(model).where(condition)) or 0)
 
     def _visible(self, actor: User, flt: LeadFilter) -> Select[Any]:
         stmt = select(Lead).where(Lead.deleted_at.is_(None))
@@ -211,6 +213,8 @@ class LeadRepository:
         if not ids:
             return [], listing.total
         if len(listing.anchors) < _ANCHORS_KEPT:
+            # This page again starts at ids[0]; the next one right after ids[-1].
+            listing.anchors[offset] = ids[0] + 1
             listing.anchors[offset + len(ids)] = ids[-1]
         rows = (await self.session.scalars(select(Lead).where(Lead.id.in_(ids)).order_by(Lead.id.desc()))).all()
         return list(rows), listing.total
