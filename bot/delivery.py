@@ -24,12 +24,14 @@ backoff (``attempts``, ``next_attempt_at``, ``last_error``) up to ``max_attempts
 other refusal fails it at once. Nothing is dropped: a row ends ``sent`` or ``failed`` with its error.
 
 Crash safety (at most once): a row is claimed (``pending`` → ``sending`` with a lease) in its own
-transaction right before the request, and marked ``sent`` (with Telegram's message id) in another right
-after Telegram accepted it. A stopped worker finishes its in-flight requests first, so a restart resumes
-exactly the unsent rows. Only a hard kill in the instant between the request and the ``sent`` mark leaves
-a row whose fate is unknown: when its lease ends it is marked ``failed`` ("interrupted"), not re-sent —
-a duplicate is never produced; an admin can re-queue it from ``/outbox``. Edits are idempotent and are
-simply retried.
+transaction just before its slot, sent, and marked ``sent`` (with Telegram's message id) by the
+worker's next transaction, a fraction of a second later. The loop is the worker's only database
+writer. A stopped worker puts back the row it had claimed for the next slot and finishes and records
+the requests on their way, so a restart resumes exactly the unsent rows and never re-sends a sent one.
+Only a hard kill leaves rows whose fate is unknown — the one or two claimed, on their way or sent and
+not yet recorded at that instant: when their lease ends they are marked ``failed`` ("interrupted"), not
+re-sent, so a duplicate is never produced; an admin sees them in ``/outbox`` and can re-queue them.
+Edits are idempotent and are simply retried.
 """
 
 from __future__ import annotations
