@@ -6,6 +6,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from aiogram import Dispatcher
+
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.factory import create_bot, create_dispatcher
@@ -20,7 +22,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def run_bot(settings: Settings) -> None:
+async def run_bot(
+    settings: Settings,
+    *,
+    handle_signals: bool = True,
+    started: asyncio.Future[Dispatcher] | None = None,
+) -> None:
+    """Run until stopped: by a signal, or (in tests, ``handle_signals=False``) ``dispatcher.stop_polling()``.
+
+    ``started`` receives the dispatcher once the bot is up, so an end-to-end test can drive and stop
+    the very same process the ``leadbot run`` command starts.
+    """
     engine = create_engine(settings.database.url, echo=settings.database.echo)
     await upgrade(engine)
     sessionmaker = create_sessionmaker(engine)
@@ -41,7 +53,9 @@ async def run_bot(settings: Settings) -> None:
         log.info("LeadBot started as @%s", me.username)
         scheduler.start()
         delivery.start()
-        await dispatcher.start_polling(bot, handle_signals=True)
+        if started is not None:
+            started.set_result(dispatcher)
+        await dispatcher.start_polling(bot, handle_signals=handle_signals)
     finally:
         # Finish the notifications on their way before the session closes (nothing is left "sending").
         await delivery.stop()
