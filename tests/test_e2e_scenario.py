@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import timedelta
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
