@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from db import sqlite_driver
 
 
 def is_sqlite(url: str) -> bool:
@@ -16,6 +18,15 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     kwargs: dict[str, Any] = {"echo": echo}
     if is_sqlite(url):
         kwargs["connect_args"] = {"timeout": 30}
+        parsed = make_url(url)
+        if parsed.drivername == "sqlite+aiosqlite" and parsed.database not in (None, "", ":memory:"):
+            # Every transaction takes the write lock (below), so transactions run one at a time anyway:
+            # one connection queues them in asyncio, in order, instead of in SQLite's busy handler,
+            # which polls with sleeps of up to 100 ms and made a burst of updates crawl.
+            kwargs |= {"pool_size": 1, "max_overflow": 0}
+            cargs, cparams = parsed.get_dialect()().create_connect_args(parsed)
+            cparams["timeout"] = 30
+            kwargs["async_creator"] = lambda: sqlite_driver.connect(*cargs, **cparams)
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
