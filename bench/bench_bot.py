@@ -208,8 +208,8 @@ class Bench:
         return [
             Scenario("card /lead", "message", READ_TARGET, self.card_command, lambda t: t.startswith("<b>Лид #")),
             Scenario("card open", "callback", READ_TARGET, self.card_open, lambda t: t.startswith("<b>Лид #")),
-            Scenario("list first", "message", READ_TARGET, self.list_first, lambda t: t.startswith("<b>Лиды")),
-            Scenario("list deep", "callback", READ_TARGET, self.list_deep, lambda t: t.startswith("<b>Лиды")),
+            Scenario("list first", "message", READ_TARGET, self.list_first, lambda t: "\n\n<b>#" in t),
+            Scenario("list deep", "callback", READ_TARGET, self.list_deep, lambda t: "\n\n<b>#" in t),
             Scenario("create", "callback", CREATE_TARGET, self.create, lambda t: t.startswith("✅ Лид #")),
         ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiogram import Bot, F, Router
-from aiogram.filters import Command, StateFilter
+from aiogram.filters import Command, MagicData, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -53,7 +53,8 @@ async def on_lang(query: CallbackQuery, callback_data: LangCB, actor: User, uow:
 def create_router() -> Router:
     router = Router(name=__name__)
     router.message.register(cmd_cancel, Command("cancel"), StateFilter("*"))
-    router.message.register(cmd_cancel, F.text.casefold().in_({"отмена", "cancel"}), StateFilter("*"))
+    # MagicData, not a bare F filter: aiogram runs a bare F filter in a worker thread, one hop per message.
+    router.message.register(cmd_cancel, MagicData(F.event.text.casefold().in_({"отмена", "cancel"})), StateFilter("*"))
     router.message.register(cmd_help, Command("help"), StateFilter("*"))
     router.message.register(cmd_lang, Command("lang"), StateFilter("*"))
     router.callback_query.register(on_lang, LangCB.filter())

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from aiogram import Bot, F, Router
 from aiogram.enums import ChatType
-from aiogram.filters import Command, CommandObject, StateFilter
+from aiogram.filters import Command, CommandObject, MagicData, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
@@ -332,7 +332,8 @@ async def on_find_invalid(message: Message, texts: Texts) -> None:
 
 def create_router() -> Router:
     router = Router(name=__name__)
-    private = F.chat.type == ChatType.PRIVATE
+    # MagicData, not a bare F filter: aiogram runs a bare F filter in a worker thread, one hop per update.
+    private = MagicData(F.event.chat.type == ChatType.PRIVATE)
     router.message.register(cmd_leads, Command("leads"), private)
     router.message.register(cmd_find, Command("find"), private)
     router.message.register(on_find_text, StateFilter(FindStates.query), F.text)

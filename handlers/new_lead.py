@@ -447,37 +447,43 @@ def create_router() -> Router:
     router.message.register(cmd_new, Command("new"))
     router.callback_query.register(menu_new, MenuCB.filter(F.action == MenuAction.NEW))
 
-    router.message.register(name_entered, NewLead.name, F.text)
-    router.message.register(name_invalid, NewLead.name)
+    router.message.register(name_entered, StateFilter(NewLead.name), F.text)
+    router.message.register(name_invalid, StateFilter(NewLead.name))
 
-    router.message.register(phone_entered, NewLead.phone, F.text)
-    router.message.register(phone_entered, NewLead.phone, F.contact)
-    router.message.register(phone_invalid, NewLead.phone)
-
-    router.callback_query.register(source_chosen, NewLead.source, NewLeadCB.filter(F.action == NewLeadAction.SOURCE))
-    router.message.register(source_typed, NewLead.source, F.text)
-    router.message.register(source_invalid, NewLead.source)
-
-    router.message.register(budget_entered, NewLead.budget, F.text)
-    router.callback_query.register(
-        budget_skipped, NewLead.budget, NewLeadCB.filter(F.action == NewLeadAction.SKIP_BUDGET)
-    )
-    router.message.register(budget_invalid, NewLead.budget)
-
-    router.message.register(notes_entered, NewLead.notes, F.text)
-    router.callback_query.register(notes_skipped, NewLead.notes, NewLeadCB.filter(F.action == NewLeadAction.SKIP_NOTES))
-    router.message.register(notes_invalid, NewLead.notes)
+    router.message.register(phone_entered, StateFilter(NewLead.phone), F.text)
+    router.message.register(phone_entered, StateFilter(NewLead.phone), F.contact)
+    router.message.register(phone_invalid, StateFilter(NewLead.phone))
 
     router.callback_query.register(
-        assignee_chosen, NewLead.assignee, NewLeadCB.filter(F.action == NewLeadAction.ASSIGNEE)
+        source_chosen, StateFilter(NewLead.source), NewLeadCB.filter(F.action == NewLeadAction.SOURCE)
+    )
+    router.message.register(source_typed, StateFilter(NewLead.source), F.text)
+    router.message.register(source_invalid, StateFilter(NewLead.source))
+
+    router.message.register(budget_entered, StateFilter(NewLead.budget), F.text)
+    router.callback_query.register(
+        budget_skipped, StateFilter(NewLead.budget), NewLeadCB.filter(F.action == NewLeadAction.SKIP_BUDGET)
+    )
+    router.message.register(budget_invalid, StateFilter(NewLead.budget))
+
+    router.message.register(notes_entered, StateFilter(NewLead.notes), F.text)
+    router.callback_query.register(
+        notes_skipped, StateFilter(NewLead.notes), NewLeadCB.filter(F.action == NewLeadAction.SKIP_NOTES)
+    )
+    router.message.register(notes_invalid, StateFilter(NewLead.notes))
+
+    router.callback_query.register(
+        assignee_chosen, StateFilter(NewLead.assignee), NewLeadCB.filter(F.action == NewLeadAction.ASSIGNEE)
     )
     router.callback_query.register(
-        assignee_skipped, NewLead.assignee, NewLeadCB.filter(F.action == NewLeadAction.SKIP_ASSIGNEE)
+        assignee_skipped, StateFilter(NewLead.assignee), NewLeadCB.filter(F.action == NewLeadAction.SKIP_ASSIGNEE)
     )
-    router.message.register(assignee_invalid, NewLead.assignee)
+    router.message.register(assignee_invalid, StateFilter(NewLead.assignee))
 
-    router.callback_query.register(create, NewLead.confirm, NewLeadCB.filter(F.action == NewLeadAction.CREATE))
-    router.message.register(confirm_invalid, NewLead.confirm)
+    router.callback_query.register(
+        create, StateFilter(NewLead.confirm), NewLeadCB.filter(F.action == NewLeadAction.CREATE)
+    )
+    router.message.register(confirm_invalid, StateFilter(NewLead.confirm))
 
     router.callback_query.register(cancel, StateFilter(NewLead), NewLeadCB.filter(F.action == NewLeadAction.CANCEL))
     router.callback_query.register(stale_button, NewLeadCB.filter())

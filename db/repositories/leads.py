@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -82,6 +82,11 @@ class LeadDetail:
     history_total: int = 0
 
 
+# Built once (the card and every action load a lead): a statement object reused keeps its cache key.
+_LOAD = select(Lead).where(Lead.id == bindparam("lead_id"), Lead.deleted_at.is_(None))
+_LOAD_FOR_UPDATE = _LOAD.with_for_update()
+
+
 class LeadRepository:
     def __init__(self, session: AsyncSession, crm: CrmSection, events: list[DomainEvent]) -> None:
         self.session = session
@@ -91,10 +96,8 @@ class LeadRepository:
     # ---- reading -------------------------------------------------------------------------------------
 
     async def _load(self, lead_id: int, *, for_update: bool = False) -> Lead:
-        stmt = select(Lead).where(Lead.id == lead_id, Lead.deleted_at.is_(None))
-        if for_update:
-            stmt = stmt.with_for_update()
-        lead = (await self.session.execute(stmt)).scalar_one_or_none()
+        stmt = _LOAD_FOR_UPDATE if for_update else _LOAD
+        lead = (await self.session.execute(stmt, {"lead_id": lead_id})).scalar_one_or_none()
         if lead is None:
             raise NotFound("lead", lead_id)
         return lead

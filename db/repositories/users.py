@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import AccessSection
@@ -24,13 +24,17 @@ class TelegramProfile:
     language: str | None = None
 
 
+# Built once: every update looks its sender up, and a statement object reused keeps its cache key.
+_BY_TELEGRAM_ID = select(User).where(User.telegram_id == bindparam("telegram_id"))
+
+
 class UserRepository:
     def __init__(self, session: AsyncSession, access: AccessSection) -> None:
         self.session = session
         self.access = access
 
     async def by_telegram_id(self, telegram_id: int) -> User | None:
-        return (await self.session.execute(select(User).where(User.telegram_id == telegram_id))).scalar_one_or_none()
+        return (await self.session.execute(_BY_TELEGRAM_ID, {"telegram_id": telegram_id})).scalar_one_or_none()
 
     async def by_id(self, user_id: int) -> User | None:
         return await self.session.get(User, user_id)
