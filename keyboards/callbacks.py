@@ -125,70 +125,6 @@ class NewLeadCB(CallbackData, prefix="nl"):
     value: int = 0
 
 
-# ---- people ----
-
-
-class InviteCB(CallbackData, prefix="iv"):
-    """Create a one-time invite link for ``role`` (the role buttons of the invite menu)."""
-
-    role: Role
-
-
-class UsersPageCB(CallbackData, prefix="up"):
-    """A page of the /users list, counted from 0."""
-
-    page: int = 0
-
-
-class OutboxAction(StrEnum):
-    REFRESH = "r"
-    RETRY_FAILED = "f"
-
-
-class OutboxCB(CallbackData, prefix="ob"):
-    """/outbox buttons (admins): redraw the overview, re-queue every failed notification."""
-
-    action: OutboxAction
-
-# ---- leads list ----
-
-
-class LeadListAction(StrEnum):
-    SHOW = "s"  # the first page with these filters (also "reset" when no filter is set)
-    OLDER = "o"  # page ``page``: leads older than ``cursor`` (keyset, before_id)
-    NEWER = "n"  # page ``page``: leads newer than ``cursor`` (keyset, after_id)
-    PICK_STATUS = "ps"  # show the status choices, keeping the other filters
-    PICK_SOURCE = "po"
-    PICK_SELLER = "pa"
-
-
-class LeadListCB(CallbackData, prefix="ll"):
-    """A /leads button. ``status`` is a StatusCode, ``source`` an index into settings.crm.sources,
-    ``seller`` a users.id (0: unassigned); None means "any". Validated by the handler, not trusted."""
-
-    action: LeadListAction
-    status: int | None = None
-    source: int | None = None
-    seller: int | None = None
-    page: int = 1
-    cursor: int | None = None
-
-
-# ---- people ----
-
-
-class InviteCB(CallbackData, prefix="iv"):
-    """Create a one-time invite link for ``role`` (the role buttons of the invite menu)."""
-
-    role: Role
-
-
-class UsersPageCB(CallbackData, prefix="up"):
-    """A page of the /users list, counted from 0."""
-
-    page: int = 0
-
-
 # ---- reminders and follow-ups ----
 
 
@@ -229,3 +165,53 @@ class SnoozeCB(CallbackData, prefix="sz"):
     target_id: int
     until: SnoozeUntil
     in_list: bool = False
+
+
+class OutboxAction(StrEnum):
+    REFRESH = "r"
+    RETRY_FAILED = "f"
+
+
+class OutboxCB(CallbackData, prefix="ob"):
+    """/outbox buttons (admins): redraw the overview, re-queue every failed notification."""
+
+    action: OutboxAction
+
+
+# ---- leads list ----
+
+
+class LeadListAction(StrEnum):
+    SHOW = "s"  # the first page with these filters (also "reset" when no filter is set)
+    OLDER = "o"  # page ``page``: leads older than ``cursor`` (keyset, before_id)
+    NEWER = "n"  # page ``page``: leads newer than ``cursor`` (keyset, after_id)
+    PICK_STATUS = "ps"  # show the status choices, keeping the other filters
+    PICK_SOURCE = "po"
+    PICK_SELLER = "pa"
+
+
+class LeadListCB(CallbackData, prefix="ll"):
+    """A /leads button. ``status`` is a StatusCode, ``source`` an index into settings.crm.sources,
+    ``seller`` a users.id (0: unassigned); None means "any". Validated by the handler, not trusted."""
+
+    action: LeadListAction
+    status: int | None = None
+    source: int | None = None
+    seller: int | None = None
+    page: int = 1
+    cursor: int | None = None
+
+
+# ---- people ----
+
+
+class InviteCB(CallbackData, prefix="iv"):
+    """Create a one-time invite link for ``role`` (the role buttons of the invite menu)."""
+
+    role: Role
+
+
+class UsersPageCB(CallbackData, prefix="up"):
+    """A page of the /users list, counted from 0."""
+
+    page: int = 0
