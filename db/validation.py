@@ -22,6 +22,7 @@ _BUDGET = re.compile(r"^(\d+(?:[.,]\d+)?)\s*([kmкм]|тыс|млн)?$", re.IGNO
 _MULTIPLIERS = {"k": 1e3, "к": 1e3, "тыс": 1e3, "m": 1e6, "м": 1e6, "млн": 1e6}
 
 
+@lru_cache(maxsize=64)
 def example_phone(region: str) -> str:
     example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
     if example is None:
