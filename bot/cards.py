@@ -15,7 +15,7 @@ from bot.config import CrmSection
 from bot.texts import Texts
 from bot.views import MESSAGE_LIMIT, cut, esc, format_dt, format_money, format_phone_html, status_label, user_label
 from db.enums import HistoryAction, LeadStatus
-from db.models import Comment, Lead, LeadHistory, User
+from db.models import Comment, FollowUp, Lead, LeadHistory, User, utcnow
 from db.repositories import LeadDetail
 
 # A comment on the card is a preview, shorter when the card is crowded; the "more" pages show it whole.
@@ -109,7 +109,27 @@ def card_fields(lead: Lead, texts: Texts, crm: CrmSection) -> list[str]:
     return lines
 
 
-def render_card(detail: LeadDetail, texts: Texts, crm: CrmSection, *, notice: str | None = None) -> Card:
+def followup_lines(followups: Sequence[FollowUp], total: int, texts: Texts, tz: ZoneInfo) -> list[str]:
+    """The card's open follow-ups, soonest first; an overdue one is marked."""
+    if not followups:
+        return []
+    now = utcnow()
+    lines = [texts.t("card.followups", total=total)]
+    for followup in followups:
+        key = "card.followup.overdue" if followup.due_at <= now else "card.followup"
+        lines.append(texts.t(key, due=format_dt(followup.due_at, tz), text=esc(shorten(followup.text, 120))))
+    return lines
+
+
+def render_card(
+    detail: LeadDetail,
+    texts: Texts,
+    crm: CrmSection,
+    *,
+    notice: str | None = None,
+    followups: Sequence[FollowUp] = (),
+    followups_total: int = 0,
+) -> Card:
     """The card: ``notice`` (what just happened) on top, the fields, latest comments and history.
 
     When it would not fit into one message, comment previews get shorter, then the oldest comment
@@ -118,6 +138,8 @@ def render_card(detail: LeadDetail, texts: Texts, crm: CrmSection, *, notice: st
     tz = crm.tz
     head: list[str] = [notice, ""] if notice else []
     head += card_fields(detail.lead, texts, crm)
+    if followups:
+        head += ["", *followup_lines(followups, followups_total, texts, tz)]
     comments = list(detail.comments)
     history = [history_line(h, texts, tz) for h in detail.history]
     for preview in PREVIEW_STEPS:

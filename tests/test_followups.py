@@ -417,3 +417,40 @@ async def test_the_card_offers_a_followup_to_those_who_may_update_the_lead(harne
     assert button in [d for _, d in harness.last_buttons(team.seller.chat_id)]
     await harness.send(team.finance, f"/lead {lead_id}")
     assert button not in [d for _, d in harness.last_buttons(team.finance.chat_id)]
+
+
+# ---- on the card -----------------------------------------------------------------------------------------
+
+
+async def test_open_followups_show_on_the_card_escaped_and_leave_it_when_done(harness: Harness, team: Team) -> None:
+    lead_id = await make_lead(harness.uow_factory, team.rop.user, assigned_to=team.seller.user)
+    soon = utcnow() + timedelta(hours=2)
+    later_id = await set_followup(harness.uow_factory, team.seller.user, lead_id, soon + timedelta(days=1), "Потом")
+    await set_followup(harness.uow_factory, team.seller.user, lead_id, soon, "Отправить <b>планировки</b>")
+    past_id = await set_followup(
+        harness.uow_factory,
+        team.seller.user,
+        lead_id,
+        utcnow() - timedelta(hours=1),
+        "Просроченная",
+        now=utcnow() - timedelta(hours=2),
+    )
+
+    await harness.send(team.seller, f"/lead {lead_id}")
+    card = harness.last_text(team.seller.chat_id)
+    assert "Задачи</b> (открытых: 3)" in card
+    assert "Отправить &lt;b&gt;планировки&lt;/b&gt;" in card
+    # Soonest first: the overdue one, then the one in two hours, then tomorrow's.
+    assert card.index("Просроченная") < card.index("планировки") < card.index("Потом")
+    assert "⚠️" in card.split("Просроченная")[0].rsplit("\n", 1)[1]  # overdue is marked
+
+    async with harness.uow_factory() as uow:
+        actor = await uow.users.by_id(team.seller.id)
+        assert actor is not None
+        await uow.followups.complete(actor, past_id)
+        await uow.followups.complete(actor, later_id)
+        await uow.commit()
+    await harness.send(team.finance, f"/lead {lead_id}")
+    section = harness.last_text(team.finance.chat_id).split("Задачи</b>")[1].split("\n\n")[0]
+    assert "(открытых: 1)" in section and "планировки" in section
+    assert "Просроченная" not in section and "Потом" not in section

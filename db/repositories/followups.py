@@ -164,6 +164,19 @@ class FollowUpRepository:
         )
         return list(rows.all())
 
+    async def open_of_lead(self, lead: Lead, *, limit: int = 3) -> tuple[list[FollowUp], int]:
+        """Open follow-ups of a lead already read through a permission check (the card), soonest first,
+        with how many there are in all."""
+        rows = (
+            await self.session.execute(
+                select(FollowUp, func.count().over())
+                .where(FollowUp.lead_id == lead.id, FollowUp.done_at.is_(None))
+                .order_by(FollowUp.due_at, FollowUp.id)
+                .limit(limit)
+            )
+        ).all()
+        return [row[0] for row in rows], (rows[0][1] if rows else 0)
+
     # ---- the jobs' side (the system acts; no actor) ------------------------------------------------------
 
     async def due_unreminded(self, now: datetime, *, limit: int) -> list[int]:
