@@ -14,7 +14,12 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, echo: bool = False, on_loop: bool = True) -> AsyncEngine:
+    """The engine for ``url``; a SQLite file gets one connection, run on the event loop by default.
+
+    ``on_loop=False`` keeps that connection on aiosqlite's thread instead (``db.sqlite_driver``
+    explains what running on the loop can block, and for how long).
+    """
     kwargs: dict[str, Any] = {"echo": echo}
     if is_sqlite(url):
         kwargs["connect_args"] = {"timeout": 30}
@@ -22,11 +27,15 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         if parsed.drivername == "sqlite+aiosqlite" and parsed.database not in (None, "", ":memory:"):
             # Every transaction takes the write lock (below), so transactions run one at a time anyway:
             # one connection queues them in asyncio, in order, instead of in SQLite's busy handler,
-            # which polls with sleeps of up to 100 ms and made a burst of updates crawl.
+            # which polls with sleeps of up to 100 ms and made a burst of updates crawl. With one
+            # connection nothing in the process contends for it, so it can run on the loop itself.
             kwargs |= {"pool_size": 1, "max_overflow": 0}
             cargs, cparams = parsed.get_dialect()().create_connect_args(parsed)
-            cparams["timeout"] = 30
-            kwargs["async_creator"] = lambda: sqlite_driver.connect(*cargs, **cparams)
+            if on_loop:
+                kwargs["async_creator"] = lambda: sqlite_driver.connect_inline(*cargs, **cparams)
+            else:
+                cparams["timeout"] = 30
+                kwargs["async_creator"] = lambda: sqlite_driver.connect(*cargs, **cparams)
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
@@ -53,7 +62,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    # On the event loop the wait is short and BEGIN IMMEDIATE retries in asyncio (db.sqlite_driver).
+    busy_timeout = getattr(dbapi_connection.driver_connection, "busy_timeout_ms", 30_000)
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout)}")
     cursor.close()
 
 

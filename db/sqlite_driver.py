@@ -1,31 +1,62 @@
-"""aiosqlite with one thread hop per statement instead of four.
+"""SQLite drivers for SQLAlchemy's aiosqlite dialect: on the event loop (the default) or on a thread.
 
-aiosqlite runs every sqlite3 call on the connection's own thread, and SQLAlchemy's adapter makes four
-calls per statement (open a cursor, execute, fetch all rows, close the cursor), each a round trip
-between the event loop and that thread. On a busy machine a round trip costs far more than the
-statement itself, so a lead card spent most of its time waiting for them.
+**On the event loop** (``connect_inline``, what ``db.engine`` uses for a database file). The bot runs
+one connection per process (``pool_size=1``): every transaction takes the write lock, so they ran one
+at a time anyway, and asyncio queues them in order. With a single connection nothing in the process
+can contend for it, so there is nothing for a worker thread to wait on: the SQL of an update takes
+microseconds, while a round trip to aiosqlite's thread costs 0.1 ms on an idle machine and several ms
+on a busy one. ``InlineConnection`` is the small part of ``aiosqlite.Connection`` that SQLAlchemy's
+adapter uses (``cursor()``, ``commit``/``rollback``/``close``/``create_function``, ``isolation_level``,
+``_conn``, ``_tx``, ``_connection``, ``stop()``), and runs each call directly on a plain
+``sqlite3.Connection``. Statements, transactions, savepoints and errors are sqlite3's own.
 
-``connect`` returns an ``aiosqlite.Connection`` (same thread, same queue, everything SQLAlchemy's
-aiosqlite dialect relies on) whose cursors do all four steps in one call on the thread, keeping the
+What can block the loop, and how it is bounded:
+
+- **Another process holding the write lock** (``leadbot api`` run separately on the same file, the
+  ``leadbot token issue`` CLI, a backup or ``sqlite3`` shell writing). SQLite's busy handler would
+  sleep on the loop's thread, freezing every coroutine. So the inline connection's busy timeout is
+  short (``BUSY_TIMEOUT_MS``, 50 ms), and when ``BEGIN IMMEDIATE`` — the first statement of every
+  transaction (``db.engine``), where nothing has been read or written yet and a retry is safe — still
+  finds the lock taken, it is retried with the busy timeout at 0 and ``asyncio.sleep`` between
+  attempts (2 ms doubling to 50 ms), for up to ``LOCK_WAIT`` (30 s, as the thread driver's timeout),
+  then fails with sqlite3's own "database is locked". The loop is blocked at most 50 ms per contended
+  transaction; meanwhile other coroutines run (and queue behind this one for the connection).
+- **Any other statement meeting a lock** waits at most those 50 ms on the loop and then fails as
+  sqlite3 fails. In WAL mode a transaction that holds the write lock (all of ours) practically never
+  meets one: readers never block it, and the automatic checkpoint after a commit does not wait.
+- **A slow statement** runs on the loop for its whole length. The bot's statements are index seeks
+  (microseconds to a millisecond on a million leads); the exceptions are scans — ``/find`` of a rare
+  text, the HTTP API's first count of a filter — which take 0.05–0.5 s on a million leads and stall
+  the loop that long (they held the only connection, hence the write lock, that long before too).
+
+**On a thread** (``connect``): an ``aiosqlite.Connection`` whose cursors do SQLAlchemy's four calls per
+statement (open a cursor, execute, fetch all rows, close) in one trip to aiosqlite's thread, keeping the
 rows, description, rowcount and lastrowid for the adapter to read. Two more round trips go:
 
-- ``BEGIN IMMEDIATE`` (see ``db.engine``) is sent together with the transaction's first statement,
-  so the write lock is still taken before anything is read;
+- ``BEGIN IMMEDIATE`` is sent together with the transaction's first statement, so the write lock is
+  still taken before anything is read;
 - commit and rollback without an open transaction (a pool reset after a commit, a transaction that
   never ran a statement) do nothing instead of asking the thread to do nothing.
 
-Statements, transactions and errors are exactly sqlite3's: only the number of trips changes.
+It blocks nothing on the loop, at a cost of a thread round trip per statement
+(``create_engine(..., on_loop=False)``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import aiosqlite
 
 BEGIN = "BEGIN IMMEDIATE"
+BUSY_TIMEOUT_MS = 50
+LOCK_WAIT = 30.0
+_FIRST_DELAY = 0.002
+_MAX_DELAY = 0.05
 
 _Outcome = tuple[Any, int, int | None, list[Any]]
 
@@ -146,3 +177,199 @@ async def connect(database: str, **kwargs: Any) -> Connection:
     connection._thread.daemon = True
     await connection  # starts the thread and connects on it
     return connection
+
+
+# ---- on the event loop ---------------------------------------------------------------------------------
+
+
+def _busy(error: sqlite3.OperationalError) -> bool:
+    return (getattr(error, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+
+
+class InlineCursor:
+    """A ``sqlite3.Cursor`` behind the awaitable interface SQLAlchemy's adapter calls."""
+
+    __slots__ = ("_connection", "_cursor")
+
+    def __init__(self, connection: InlineConnection) -> None:
+        self._connection = connection
+        self._cursor = connection._conn.cursor()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+    async def __aenter__(self) -> InlineCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._cursor.close()
+
+    async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
+        if sql == BEGIN:
+            await self._connection.begin()
+        elif parameters is None:
+            self._cursor.execute(sql)
+        else:
+            self._cursor.execute(sql, parameters)
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
+        self._cursor.executemany(sql, parameters)
+        return self
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        return self._cursor.fetchmany(self._cursor.arraysize if size is None else size)
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        for row in self._cursor:
+            yield row
+
+
+class _InlineCursorContext:
+    """``connection.cursor()``: awaitable and an async context manager, like aiosqlite's."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, connection: InlineConnection) -> None:
+        self._cursor = InlineCursor(connection)
+
+    def __await__(self) -> Any:
+        return self.__aenter__().__await__()
+
+    async def __aenter__(self) -> InlineCursor:
+        return self._cursor
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._cursor.close()
+
+
+class _RunNow:
+    """Stands in for aiosqlite's queue of calls to its thread: runs the call at once."""
+
+    __slots__ = ()
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any], Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except Exception as error:  # handed to whoever awaits the future
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class InlineConnection:
+    """What SQLAlchemy's aiosqlite adapter uses of ``aiosqlite.Connection``, run on the calling thread."""
+
+    def __init__(
+        self, connection: sqlite3.Connection, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, lock_wait: float = LOCK_WAIT
+    ) -> None:
+        self._conn = connection
+        # The adapter checks ``_connection`` for "still open".
+        self._connection: sqlite3.Connection | None = connection
+        self._tx = _RunNow()
+        self.busy_timeout_ms = busy_timeout_ms
+        self.lock_wait = lock_wait
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        self._conn.isolation_level = value  # type: ignore[assignment]
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def cursor(self) -> _InlineCursorContext:
+        return _InlineCursorContext(self)
+
+    async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
+        cursor = InlineCursor(self)
+        return await cursor.execute(sql, parameters)
+
+    async def begin(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting for another process's write lock without blocking the loop."""
+        connection = self._conn
+        try:
+            connection.execute(BEGIN)
+            return
+        except sqlite3.OperationalError as error:
+            if not _busy(error):
+                raise
+            last = error
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lock_wait
+        delay = _FIRST_DELAY
+        # From here each attempt returns at once; the waiting is done in asyncio.sleep.
+        connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            while loop.time() + delay <= deadline:
+                await asyncio.sleep(delay)
+                try:
+                    connection.execute(BEGIN)
+                    return
+                except sqlite3.OperationalError as error:
+                    if not _busy(error):
+                        raise
+                    last = error
+                delay = min(delay * 2, _MAX_DELAY)
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        raise last
+
+    async def commit(self) -> None:
+        self._conn.commit()  # nothing to do (and nothing done) outside a transaction
+
+    async def rollback(self) -> None:
+        self._conn.rollback()
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        self._conn.create_function(*args, **kwargs)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._conn.close()
+
+    def stop(self) -> None:
+        """Close at once (SQLAlchemy's terminate, also from garbage collection)."""
+        if self._connection is not None:
+            self._connection = None
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+
+
+async def connect_inline(database: str, **kwargs: Any) -> InlineConnection:
+    """Open a connection that runs on the event loop (see the module's docstring for the limits)."""
+    kwargs["check_same_thread"] = False  # closed by garbage collection from wherever it runs
+    kwargs["timeout"] = BUSY_TIMEOUT_MS / 1000
+    return InlineConnection(sqlite3.connect(database, **kwargs))
