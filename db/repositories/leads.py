@@ -5,18 +5,19 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from bot.config import CrmSection
 from db import permissions
 from db.enums import FORWARD_MOVES, REOPEN_MOVES, HistoryAction, LeadField, LeadStatus, Role
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
-from db.models import Comment, Lead, LeadHistory, User, utcnow
+from db.models import Comment, Lead, LeadHistory, User, person_name, utcnow
 from db.validation import (
     MAX_COMMENT,
     MAX_NOTES,
@@ -67,9 +68,21 @@ class LeadFilter:
     updated_since: datetime | None = None
 
 
+@dataclass(slots=True, frozen=True)
+class LeadRow:
+    """A lead as the lists show it: a few columns read in one statement, not an ORM object with its people."""
+
+    id: int
+    client_name: str
+    phone_number: str
+    status: LeadStatus
+    assigned_to_id: int | None
+    assignee_name: str | None  # the salesperson's full name; None when unassigned
+
+
 @dataclass(slots=True)
 class LeadPage:
-    items: list[Lead]
+    items: list[LeadRow]
     has_more: bool
 
 
@@ -85,6 +98,50 @@ class LeadDetail:
 # Built once (the card and every action load a lead): a statement object reused keeps its cache key.
 _LOAD = select(Lead).where(Lead.id == bindparam("lead_id"), Lead.deleted_at.is_(None))
 _LOAD_FOR_UPDATE = _LOAD.with_for_update()
+# The card's latest comments and history rows, each with its total (a window count, taken before LIMIT;
+# a limit of -1 is SQLite's "no limit").
+_LATEST_COMMENTS = (
+    select(Comment, func.count().over())
+    .where(Comment.lead_id == bindparam("lead_id"))
+    .order_by(Comment.id.desc())
+    .limit(bindparam("limit"))
+)
+_LATEST_HISTORY = (
+    select(LeadHistory, func.count().over())
+    .where(LeadHistory.lead_id == bindparam("lead_id"))
+    .order_by(LeadHistory.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
+_ASSIGNEE = aliased(User, name="assignee")
+_ROW_COLUMNS = (
+    Lead.id,
+    Lead.client_name,
+    Lead.phone_number,
+    Lead.status,
+    Lead.assigned_to_id,
+    _ASSIGNEE.first_name,
+    _ASSIGNEE.last_name,
+)
+
+
+def _as_rows(stmt: Select[Any]) -> Select[Any]:
+    """``stmt`` (a ``select(Lead)``) reading only what ``LeadRow`` holds, the salesperson's name joined."""
+    rows = stmt.with_only_columns(*_ROW_COLUMNS).outerjoin_from(Lead, _ASSIGNEE, Lead.assigned_to_id == _ASSIGNEE.id)
+    return cast(Select[Any], rows)
+
+
+def _lead_row(row: Any) -> LeadRow:
+    lead_id, name, phone, status, assignee_id, first_name, last_name = row
+    return LeadRow(
+        id=lead_id,
+        client_name=name,
+        phone_number=phone,
+        status=LeadStatus(status),
+        assigned_to_id=assignee_id,
+        assignee_name=None if assignee_id is None else person_name(first_name, last_name, assignee_id),
+    )
 
 
 class LeadRepository:
@@ -115,23 +172,11 @@ class LeadRepository:
         # Each list comes with its total in the same statement (a window count is taken before LIMIT):
         # two statements for the card's lower half instead of four.
         comment_rows = (
-            await self.session.execute(
-                select(Comment, func.count().over())
-                .where(Comment.lead_id == lead_id)
-                .order_by(Comment.id.desc())
-                .limit(comments or None)
-            )
+            await self.session.execute(_LATEST_COMMENTS, {"lead_id": lead_id, "limit": comments or -1})
         ).all()
         detail.comments = [row[0] for row in reversed(comment_rows)]
         detail.comments_total = comment_rows[0][1] if comment_rows else 0
-        history_rows = (
-            await self.session.execute(
-                select(LeadHistory, func.count().over())
-                .where(LeadHistory.lead_id == lead_id)
-                .order_by(LeadHistory.id.desc())
-                .limit(history or None)
-            )
-        ).all()
+        history_rows = (await self.session.execute(_LATEST_HISTORY, {"lead_id": lead_id, "limit": history or -1})).all()
         detail.history = [row[0] for row in reversed(history_rows)]
         detail.history_total = history_rows[0][1] if history_rows else 0
         return detail
@@ -176,7 +221,7 @@ class LeadRepository:
             if before_id is not None:
                 stmt = stmt.where(Lead.id < before_id)
             stmt = stmt.order_by(Lead.id.desc())
-        rows: list[Lead] = list((await self.session.scalars(stmt.limit(limit + 1))).all())
+        rows = [_lead_row(row) for row in await self.session.execute(_as_rows(stmt).limit(limit + 1))]
         has_more = len(rows) > limit
         rows = rows[:limit]
         if after_id is not None:
@@ -222,9 +267,9 @@ class LeadRepository:
         rows = (await self.session.scalars(select(Lead).where(Lead.id.in_(ids)).order_by(Lead.id.desc()))).all()
         return list(rows), listing.total
 
-    async def search(self, actor: User, text: str, *, limit: int) -> list[Lead]:
+    async def search(self, actor: User, text: str, *, limit: int) -> list[LeadRow]:
         stmt = self._visible(actor, LeadFilter(text=text)).order_by(Lead.id.desc()).limit(limit)
-        return list((await self.session.scalars(stmt)).all())
+        return [_lead_row(row) for row in await self.session.execute(_as_rows(stmt))]
 
     async def find_live_by_phone(self, phone_e164: str) -> Lead | None:
         stmt = select(Lead).where(Lead.phone_number == phone_e164, Lead.deleted_at.is_(None))
@@ -311,14 +356,18 @@ class LeadRepository:
             updated_at=now,
             reminder_count=0,
         )
+        # The people are in this session already (the acting user, the assignee just checked): set
+        # them here rather than reload them after the insert. The history rows go with the commit.
+        lead.assigned_to = assignee
+        creator = await self.session.get(User, actor.id)
+        if creator is not None:
+            lead.created_by = creator
         self.session.add(lead)
         await self._flush_unique(phone)
         self._history(lead, actor, HistoryAction.CREATED, None, LeadStatus.NEW.value)
         if assignee is not None:
             self._history(lead, actor, HistoryAction.ASSIGNED, None, assignee.full_name)
         self.events.append(LeadCreated(lead.id, actor.id))
-        await self.session.flush()
-        await self.session.refresh(lead, ["assigned_to", "created_by"])
         return lead
 
     async def update(self, actor: User, lead_id: int, changes: LeadChanges) -> Lead:
