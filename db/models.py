@@ -75,7 +75,12 @@ class User(Base):
 
     @property
     def full_name(self) -> str:
-        return " ".join(part for part in (self.first_name, self.last_name) if part) or f"#{self.id}"
+        return person_name(self.first_name, self.last_name, self.id)
+
+
+def person_name(first_name: str | None, last_name: str | None, user_id: int) -> str:
+    """A user's full name from its columns (``User.full_name``, and lists that read only the columns)."""
+    return " ".join(part for part in (first_name, last_name) if part) or f"#{user_id}"
 
 
 class Invite(Base):

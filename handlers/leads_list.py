@@ -21,8 +21,9 @@ from bot.texts import Texts
 from bot.views import MESSAGE_LIMIT, cut, esc, format_phone_html, status_label
 from db import permissions
 from db.enums import Role, StatusCode
-from db.models import Lead, User
+from db.models import User
 from db.repositories import LeadFilter
+from db.repositories.leads import LeadRow
 from db.uow import UnitOfWork
 from keyboards.callbacks import LeadListAction, LeadListCB, MenuAction, MenuCB
 from keyboards.leads_list import (
@@ -54,19 +55,19 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def lead_row(texts: Texts, lead: Lead) -> str:
-    assignee = lead.assigned_to
+def lead_row(texts: Texts, lead: LeadRow) -> str:
+    assignee = lead.assignee_name
     return texts.t(
         "leads.row",
         lead_id=lead.id,
         name=esc(_shorten(lead.client_name, ROW_NAME_LIMIT)),
         phone=format_phone_html(lead.phone_number),
         status=status_label(texts, lead.status),
-        assignee=esc(assignee.full_name) if assignee is not None else texts.t("leads.unassigned"),
+        assignee=esc(assignee) if assignee is not None else texts.t("leads.unassigned"),
     )
 
 
-def render_rows(texts: Texts, header: str, leads: Sequence[Lead], footer: str = "") -> str:
+def render_rows(texts: Texts, header: str, leads: Sequence[LeadRow], footer: str = "") -> str:
     """Header, one line per lead and a footer, within Telegram's limit: rows that do not fit are
     left to their buttons (which are always all there) and counted in one line instead."""
     budget = MESSAGE_LIMIT - len(header) - len(footer) - _FOOTER_RESERVE
@@ -128,7 +129,7 @@ async def render_list(
     flt = _lead_filter(filters, settings)
     size = settings.crm.page_size
     paging: Paging | None = None
-    items: list[Lead] = []
+    items: list[LeadRow] = []
     if after_id is not None:
         result = await uow.leads.page(actor, flt, limit=size, after_id=after_id)
         if result.has_more:

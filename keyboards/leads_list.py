@@ -11,7 +11,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.texts import Texts
 from bot.views import status_label
 from db.enums import StatusCode
-from db.models import Lead, User
+from db.models import User
+from db.repositories.leads import LeadRow
 from keyboards.callbacks import LeadAction, LeadCB, LeadListAction, LeadListCB
 
 UNASSIGNED = 0  # ``seller`` value meaning "leads nobody is assigned to"
@@ -62,7 +63,7 @@ def _shorten(text: str, limit: int = BUTTON_NAME_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def open_button(lead: Lead) -> InlineKeyboardButton:
+def open_button(lead: LeadRow) -> InlineKeyboardButton:
     # Button captions are plain text: no escaping, only a length cap.
     return InlineKeyboardButton(
         text=_shorten(f"#{lead.id} · {lead.client_name}"),
@@ -70,7 +71,7 @@ def open_button(lead: Lead) -> InlineKeyboardButton:
     )
 
 
-def results_keyboard(leads: Sequence[Lead]) -> InlineKeyboardMarkup | None:
+def results_keyboard(leads: Sequence[LeadRow]) -> InlineKeyboardMarkup | None:
     """/find results: one open button per lead."""
     if not leads:
         return None
@@ -78,7 +79,7 @@ def results_keyboard(leads: Sequence[Lead]) -> InlineKeyboardMarkup | None:
 
 
 def list_keyboard(
-    texts: Texts, leads: Sequence[Lead], filters: ListFilters, paging: Paging, *, seller_filter: bool
+    texts: Texts, leads: Sequence[LeadRow], filters: ListFilters, paging: Paging, *, seller_filter: bool
 ) -> InlineKeyboardMarkup:
     rows: list[list[InlineKeyboardButton]] = [[open_button(lead)] for lead in leads]
     nav: list[InlineKeyboardButton] = []
