@@ -346,11 +346,7 @@ async def assignee_chosen(
     uow: UnitOfWork,
 ) -> None:
     # The repository checks again at Create; checking here tells the user now, not three steps later.
-    user = await uow.users.by_id(callback_data.value)
-    if user is None or not user.is_active or user.role not in permissions.ASSIGNABLE_ROLES:
-        raise InvalidInput(
-            "assigned_to", "assignee_invalid", "assignee must be an active salesperson", user_id=callback_data.value
-        )
+    user = await uow.leads.assignee(callback_data.value)
     draft = await _load(state)
     draft.assigned_to = user.id
     await _go(query, state, draft, NewLead.confirm, texts, settings, uow)

@@ -310,7 +310,8 @@ class LeadRepository:
             allowed=list(self.crm.sources),
         )
 
-    async def _assignee(self, user_id: int) -> User:
+    async def assignee(self, user_id: int) -> User:
+        """The active salesperson ``user_id``, or InvalidInput: who a lead may be assigned to."""
         user = await self.session.get(User, user_id)
         if user is None or not user.is_active or user.role not in permissions.ASSIGNABLE_ROLES:
             raise InvalidInput(
@@ -340,7 +341,7 @@ class LeadRepository:
         source = self._check_source(draft.source)
         budget = check_budget(draft.budget)
         notes = clean_text(draft.notes, "notes", MAX_NOTES, required=False)
-        assignee = await self._assignee(draft.assigned_to) if draft.assigned_to is not None else None
+        assignee = await self.assignee(draft.assigned_to) if draft.assigned_to is not None else None
         await self._ensure_phone_free(phone)
         now = utcnow()
         lead = Lead(
@@ -446,7 +447,7 @@ class LeadRepository:
         if not permissions.can_assign(actor):
             raise Forbidden("assign")
         lead = await self._load(lead_id, for_update=True)
-        assignee = await self._assignee(assignee_id)
+        assignee = await self.assignee(assignee_id)
         if lead.assigned_to_id == assignee.id:
             raise InvalidInput("assigned_to", "already_assigned", "the lead is already assigned to this person")
         old = lead.assigned_to
