@@ -15,8 +15,8 @@ from bot.config import CrmSection
 from bot.texts import Texts
 from bot.views import MESSAGE_LIMIT, cut, esc, format_dt, format_money, format_phone_html, status_label, user_label
 from db.enums import HistoryAction, LeadStatus
-from db.models import Comment, FollowUp, Lead, LeadHistory, User, utcnow
-from db.repositories import LeadDetail
+from db.models import Comment, LeadHistory, User, utcnow
+from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow
 
 # A comment on the card is a preview, shorter when the card is crowded; the "more" pages show it whole.
 PREVIEW_STEPS = (300, 150, 60)
@@ -52,11 +52,11 @@ def format_date(value: date | None) -> str:
     return value.strftime("%d.%m.%Y") if value else "—"
 
 
-def _who(user: User | None, texts: Texts) -> str:
+def _who(user: User | PersonRow | None, texts: Texts) -> str:
     return esc(user.full_name) if user is not None else texts.t("card.system")
 
 
-def comment_line(comment: Comment, texts: Texts, tz: ZoneInfo, limit: int) -> str:
+def comment_line(comment: Comment | CommentRow, texts: Texts, tz: ZoneInfo, limit: int) -> str:
     body = comment.text if len(comment.text) <= limit else comment.text[: limit - 1] + "…"
     return texts.t(
         "card.entry", when=format_dt(comment.created_at, tz), who=_who(comment.created_by, texts), what=esc(body)
@@ -71,7 +71,7 @@ def _history_value(texts: Texts, value: str | None, *, status: bool = False) -> 
     return esc(shorten(value, HISTORY_VALUE_CHARS))
 
 
-def history_line(row: LeadHistory, texts: Texts, tz: ZoneInfo) -> str:
+def history_line(row: LeadHistory | HistoryRow, texts: Texts, tz: ZoneInfo) -> str:
     action = row.action
     is_status = action == HistoryAction.STATUS_CHANGED
     old = _history_value(texts, row.old_value, status=is_status)
@@ -87,7 +87,7 @@ def history_line(row: LeadHistory, texts: Texts, tz: ZoneInfo) -> str:
     return texts.t("card.entry", when=format_dt(row.changed_at, tz), who=_who(row.changed_by, texts), what=what)
 
 
-def card_fields(lead: Lead, texts: Texts, crm: CrmSection) -> list[str]:
+def card_fields(lead: LeadCardRow, texts: Texts, crm: CrmSection) -> list[str]:
     """Every detail field of the reference, one line each."""
     tz = crm.tz
     lines = [
@@ -109,7 +109,7 @@ def card_fields(lead: Lead, texts: Texts, crm: CrmSection) -> list[str]:
     return lines
 
 
-def followup_lines(followups: Sequence[FollowUp], total: int, texts: Texts, tz: ZoneInfo) -> list[str]:
+def followup_lines(followups: Sequence[FollowUpRow], total: int, texts: Texts, tz: ZoneInfo) -> list[str]:
     """The card's open follow-ups, soonest first; an overdue one is marked."""
     if not followups:
         return []
@@ -121,15 +121,7 @@ def followup_lines(followups: Sequence[FollowUp], total: int, texts: Texts, tz: 
     return lines
 
 
-def render_card(
-    detail: LeadDetail,
-    texts: Texts,
-    crm: CrmSection,
-    *,
-    notice: str | None = None,
-    followups: Sequence[FollowUp] = (),
-    followups_total: int = 0,
-) -> Card:
+def render_card(detail: LeadCardData, texts: Texts, crm: CrmSection, *, notice: str | None = None) -> Card:
     """The card: ``notice`` (what just happened) on top, the fields, latest comments and history.
 
     When it would not fit into one message, comment previews get shorter, then the oldest comment
@@ -138,8 +130,8 @@ def render_card(
     tz = crm.tz
     head: list[str] = [notice, ""] if notice else []
     head += card_fields(detail.lead, texts, crm)
-    if followups:
-        head += ["", *followup_lines(followups, followups_total, texts, tz)]
+    if detail.followups:
+        head += ["", *followup_lines(detail.followups, detail.followups_total, texts, tz)]
     comments = list(detail.comments)
     history = [history_line(h, texts, tz) for h in detail.history]
     for preview in PREVIEW_STEPS:
@@ -163,9 +155,9 @@ def render_card(
 
 def _assemble(
     head: list[str],
-    comments: list[Comment],
+    comments: list[CommentRow],
     history: list[str],
-    detail: LeadDetail,
+    detail: LeadCardData,
     texts: Texts,
     tz: ZoneInfo,
     preview: int,

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from db.enums import Role
 
 if TYPE_CHECKING:
-    from db.models import Lead, User
+    from db.models import User
+
+
+class Lead(Protocol):
+    """What the rules look at of a lead: an ORM ``Lead`` or a row read for the card."""
+
+    @property
+    def assigned_to_id(self) -> int | None: ...
+
 
 MANAGERS = frozenset({Role.ADMIN, Role.ROP, Role.MOP})
 HEADS = frozenset({Role.ADMIN, Role.ROP})

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from db.events import DomainEvent
+from db.reader import Reader
 from db.repositories import InviteRepository, LeadRepository, UserRepository
 from db.repositories.followups import FollowUpRepository
 from db.repositories.outbox import OutboxRepository
@@ -33,9 +34,10 @@ class UnitOfWork:
         self.sink = sink
         self.events: list[DomainEvent] = []
         self.committed = False
-        self.users = UserRepository(session, settings.access)
+        self.reader = Reader(session)
+        self.users = UserRepository(session, settings.access, self.reader)
         self.invites = InviteRepository(session, settings.access)
-        self.leads = LeadRepository(session, settings.crm, self.events)
+        self.leads = LeadRepository(session, settings.crm, self.events, self.reader)
         self.outbox = OutboxRepository(session)
         self.followups = FollowUpRepository(session)
         self.reminders = ReminderRepository(session)

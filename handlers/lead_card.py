@@ -87,9 +87,8 @@ class EditDraft(BaseModel):
 async def _card(
     uow: UnitOfWork, actor: User, lead_id: int, texts: Texts, settings: Settings, notice: str | None = None
 ) -> tuple[str, InlineKeyboardMarkup | None]:
-    detail = await uow.leads.get_detail(actor, lead_id)
-    followups, followups_total = await uow.followups.open_of_lead(detail.lead)
-    card = render_card(detail, texts, settings.crm, notice=notice, followups=followups, followups_total=followups_total)
+    detail = await uow.leads.card(actor, lead_id)
+    card = render_card(detail, texts, settings.crm, notice=notice)
     moves = uow.leads.allowed_moves(actor, detail.lead)
     return card.text, card_keyboard(actor, detail.lead, moves, card, texts)
 

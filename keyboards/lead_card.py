@@ -15,7 +15,8 @@ from bot.texts import Texts
 from bot.views import status_label
 from db import permissions
 from db.enums import LeadField, LeadStatus
-from db.models import Lead, User
+from db.models import User
+from db.rows import LeadCardRow
 from keyboards.callbacks import (
     AssignCB,
     EditField,
@@ -39,7 +40,7 @@ EDIT_FIELDS: dict[EditField, LeadField] = {
 CLEARABLE = frozenset({EditField.NOTES, EditField.CLOSING_DATE})
 
 
-def extra_rows(actor: User, lead: Lead, texts: Texts) -> list[list[InlineKeyboardButton]]:
+def extra_rows(actor: User, lead: LeadCardRow, texts: Texts) -> list[list[InlineKeyboardButton]]:
     """THE place for rows other features add to the card, between the actions and the "more" buttons.
 
     Reserved for the notifications features: ``LeadAction.TAKE`` (a salesperson takes an unassigned
@@ -54,7 +55,7 @@ def extra_rows(actor: User, lead: Lead, texts: Texts) -> list[list[InlineKeyboar
 
 
 def card_keyboard(
-    actor: User, lead: Lead, moves: Sequence[LeadStatus], card: Card, texts: Texts
+    actor: User, lead: LeadCardRow, moves: Sequence[LeadStatus], card: Card, texts: Texts
 ) -> InlineKeyboardMarkup | None:
     lead_id = lead.id
     rows: list[list[InlineKeyboardButton]] = []

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import permissions
@@ -38,12 +38,6 @@ def _responsible_is(user_id: int) -> ColumnElement[bool]:
 
 
 # A card's open follow-ups, soonest first, with how many there are (built once: the card runs it each time).
-_OPEN_OF_LEAD = (
-    select(FollowUp, func.count().over())
-    .where(FollowUp.lead_id == bindparam("lead_id"), FollowUp.done_at.is_(None))
-    .order_by(FollowUp.due_at, FollowUp.id)
-    .limit(bindparam("limit"))
-)
 
 
 class FollowUpRepository:
@@ -172,12 +166,6 @@ class FollowUpRepository:
             .limit(limit)
         )
         return list(rows.all())
-
-    async def open_of_lead(self, lead: Lead, *, limit: int = 3) -> tuple[list[FollowUp], int]:
-        """Open follow-ups of a lead already read through a permission check (the card), soonest first,
-        with how many there are in all."""
-        rows = (await self.session.execute(_OPEN_OF_LEAD, {"lead_id": lead.id, "limit": limit})).all()
-        return [row[0] for row in rows], (rows[0][1] if rows else 0)
 
     # ---- the jobs' side (the system acts; no actor) ------------------------------------------------------
 

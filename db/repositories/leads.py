@@ -17,7 +17,9 @@ from db import permissions
 from db.enums import FORWARD_MOVES, REOPEN_MOVES, HistoryAction, LeadField, LeadStatus, Role
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
-from db.models import Comment, Lead, LeadHistory, User, person_name, utcnow
+from db.models import Comment, FollowUp, Lead, LeadHistory, User, person_name, utcnow
+from db.reader import Query, Reader
+from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow
 from db.validation import (
     MAX_COMMENT,
     MAX_NOTES,
@@ -115,6 +117,79 @@ _LATEST_HISTORY = (
 
 
 _ASSIGNEE = aliased(User, name="assignee")
+_CREATOR = aliased(User, name="creator")
+_AUTHOR = aliased(User, name="author")
+
+# The card, in four index seeks read as plain rows (db.reader): the lead with its two people, then the
+# latest comments, history rows and open follow-ups, each with its total (a window count, taken before
+# LIMIT; -1 is SQLite's "no limit").
+_CARD_LEAD = Query(
+    select(
+        Lead.id,
+        Lead.client_name,
+        Lead.phone_number,
+        Lead.status,
+        Lead.source,
+        Lead.budget,
+        Lead.notes,
+        Lead.assigned_to_id,
+        Lead.created_by_id,
+        Lead.created_at,
+        Lead.updated_at,
+        Lead.closing_date,
+        Lead.refusal_reason,
+        _ASSIGNEE.first_name,
+        _ASSIGNEE.last_name,
+        _ASSIGNEE.username,
+        _CREATOR.first_name,
+        _CREATOR.last_name,
+        _CREATOR.username,
+    )
+    .outerjoin(_ASSIGNEE, Lead.assigned_to_id == _ASSIGNEE.id)
+    .outerjoin(_CREATOR, Lead.created_by_id == _CREATOR.id)
+    .where(Lead.id == bindparam("lead_id"), Lead.deleted_at.is_(None))
+)
+_CARD_COMMENTS = Query(
+    select(
+        Comment.id,
+        Comment.text,
+        Comment.created_at,
+        Comment.created_by_id,
+        _AUTHOR.first_name,
+        _AUTHOR.last_name,
+        _AUTHOR.username,
+        func.count().over(),
+    )
+    .outerjoin(_AUTHOR, Comment.created_by_id == _AUTHOR.id)
+    .where(Comment.lead_id == bindparam("lead_id"))
+    .order_by(Comment.id.desc())
+    .limit(bindparam("limit"))
+)
+_CARD_HISTORY = Query(
+    select(
+        LeadHistory.id,
+        LeadHistory.action,
+        LeadHistory.field,
+        LeadHistory.old_value,
+        LeadHistory.new_value,
+        LeadHistory.changed_at,
+        LeadHistory.changed_by_id,
+        _AUTHOR.first_name,
+        _AUTHOR.last_name,
+        _AUTHOR.username,
+        func.count().over(),
+    )
+    .outerjoin(_AUTHOR, LeadHistory.changed_by_id == _AUTHOR.id)
+    .where(LeadHistory.lead_id == bindparam("lead_id"))
+    .order_by(LeadHistory.id.desc())
+    .limit(bindparam("limit"))
+)
+_CARD_FOLLOWUPS = Query(
+    select(FollowUp.id, FollowUp.text, FollowUp.due_at, func.count().over())
+    .where(FollowUp.lead_id == bindparam("lead_id"), FollowUp.done_at.is_(None))
+    .order_by(FollowUp.due_at, FollowUp.id)
+    .limit(bindparam("limit"))
+)
 _ROW_COLUMNS = (
     Lead.id,
     Lead.client_name,
@@ -145,10 +220,11 @@ def _lead_row(row: Any) -> LeadRow:
 
 
 class LeadRepository:
-    def __init__(self, session: AsyncSession, crm: CrmSection, events: list[DomainEvent]) -> None:
+    def __init__(self, session: AsyncSession, crm: CrmSection, events: list[DomainEvent], reader: Reader) -> None:
         self.session = session
         self.crm = crm
         self.events = events
+        self.reader = reader
 
     # ---- reading -------------------------------------------------------------------------------------
 
@@ -180,6 +256,28 @@ class LeadRepository:
         detail.history = [row[0] for row in reversed(history_rows)]
         detail.history_total = history_rows[0][1] if history_rows else 0
         return detail
+
+    async def card(
+        self, actor: User, lead_id: int, *, comments: int = 5, history: int = 5, followups: int = 3
+    ) -> LeadCardData:
+        """What the card shows, for anyone who may view the lead (see ``LeadCardData``)."""
+        reader = self.reader
+        row = await reader.one_or_none(_CARD_LEAD, {"lead_id": lead_id})
+        if row is None:
+            raise NotFound("lead", lead_id)
+        data = LeadCardData(lead=LeadCardRow.of(row))
+        if not permissions.can_view(actor, data.lead):
+            raise Forbidden("view", "this lead is assigned to someone else")
+        rows = await reader.all(_CARD_COMMENTS, {"lead_id": lead_id, "limit": comments or -1})
+        data.comments = [CommentRow(c[0], c[1], c[2], PersonRow.of(*c[3:7])) for c in reversed(rows)]
+        data.comments_total = rows[0][-1] if rows else 0
+        rows = await reader.all(_CARD_HISTORY, {"lead_id": lead_id, "limit": history or -1})
+        data.history = [HistoryRow(h[0], h[1], h[2], h[3], h[4], h[5], PersonRow.of(*h[6:10])) for h in reversed(rows)]
+        data.history_total = rows[0][-1] if rows else 0
+        rows = await reader.all(_CARD_FOLLOWUPS, {"lead_id": lead_id, "limit": followups})
+        data.followups = [FollowUpRow(f[0], f[1], f[2]) for f in rows]
+        data.followups_total = rows[0][-1] if rows else 0
+        return data
 
     def _visible(self, actor: User, flt: LeadFilter) -> Select[Any]:
         stmt = select(Lead).where(Lead.deleted_at.is_(None))
@@ -409,7 +507,7 @@ class LeadRepository:
                 await self._flush_unique(phone)
         return lead
 
-    def allowed_moves(self, actor: User, lead: Lead) -> list[LeadStatus]:
+    def allowed_moves(self, actor: User, lead: Lead | LeadCardRow) -> list[LeadStatus]:
         if not permissions.can_update(actor, lead):
             return []
         moves = set(FORWARD_MOVES[lead.status])

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from bot.config import AccessSection
 from db import permissions
 from db.enums import Role
 from db.errors import Forbidden, InvalidInput, NotFound
 from db.models import Invite, User, utcnow
+from db.reader import Query, Reader
 
 
 @dataclass(slots=True, frozen=True)
@@ -24,17 +29,36 @@ class TelegramProfile:
     language: str | None = None
 
 
-# Built once: every update looks its sender up, and a statement object reused keeps its cache key.
-_BY_TELEGRAM_ID = select(User).where(User.telegram_id == bindparam("telegram_id"))
+# Every update looks its sender up: read as a plain row (db.reader), then adopted by the session.
+_USER_COLUMNS = tuple(User.__table__.columns)
+_BY_TELEGRAM_ID = Query(select(*_USER_COLUMNS).where(User.telegram_id == bindparam("telegram_id")))
 
 
 class UserRepository:
-    def __init__(self, session: AsyncSession, access: AccessSection) -> None:
+    def __init__(self, session: AsyncSession, access: AccessSection, reader: Reader) -> None:
         self.session = session
         self.access = access
+        self.reader = reader
 
     async def by_telegram_id(self, telegram_id: int) -> User | None:
-        return (await self.session.execute(_BY_TELEGRAM_ID, {"telegram_id": telegram_id})).scalar_one_or_none()
+        row = await self.reader.one_or_none(_BY_TELEGRAM_ID, {"telegram_id": telegram_id})
+        return None if row is None else self._adopt(row)
+
+    def _adopt(self, row: Sequence[Any]) -> User:
+        """The session's ``User`` for a row read by the reader, as if the session had loaded it.
+
+        ``make_transient_to_detached`` marks the columns as loaded (nothing to write) and ``add`` puts the
+        object into the identity map, so changes to it are flushed and committed like any other; an
+        object the session already holds is returned as it is.
+        """
+        session = self.session.sync_session
+        existing = session.identity_map.get(identity_key(User, row[0]))
+        if isinstance(existing, User):
+            return existing
+        user = User(**{column.key: value for column, value in zip(_USER_COLUMNS, row, strict=True)})
+        make_transient_to_detached(user)
+        session.add(user)
+        return user
 
     async def by_id(self, user_id: int) -> User | None:
         return await self.session.get(User, user_id)
