@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from aiogram import Bot, F, Router
-from aiogram.filters import Command, MagicData, StateFilter
+from aiogram import Bot, Router
+from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -14,6 +14,7 @@ from bot.views import esc
 from db.enums import Role
 from db.models import User
 from db.uow import UnitOfWork
+from handlers.filters import TextIn
 from keyboards.callbacks import LangCB
 
 
@@ -53,8 +54,7 @@ async def on_lang(query: CallbackQuery, callback_data: LangCB, actor: User, uow:
 def create_router() -> Router:
     router = Router(name=__name__)
     router.message.register(cmd_cancel, Command("cancel"), StateFilter("*"))
-    # MagicData, not a bare F filter: aiogram runs a bare F filter in a worker thread, one hop per message.
-    router.message.register(cmd_cancel, MagicData(F.event.text.casefold().in_({"отмена", "cancel"})), StateFilter("*"))
+    router.message.register(cmd_cancel, TextIn("отмена", "cancel"), StateFilter("*"))
     router.message.register(cmd_help, Command("help"), StateFilter("*"))
     router.message.register(cmd_lang, Command("lang"), StateFilter("*"))
     router.callback_query.register(on_lang, LangCB.filter())

@@ -22,6 +22,7 @@ from db.errors import InvalidInput
 from db.models import User, utcnow
 from db.repositories.followups import MAX_FOLLOWUP_TEXT
 from db.uow import UnitOfWork
+from handlers.filters import HasText, conversation_router
 from keyboards.callbacks import (
     FollowUpAction,
     FollowUpCB,
@@ -248,12 +249,15 @@ def create_router() -> Router:
     router = Router(name=__name__)
     router.callback_query.register(on_followup_start, LeadCB.filter(F.action == LeadAction.FOLLOWUP))
     router.callback_query.register(on_due_preset, FollowUpDueCB.filter(), StateFilter(FollowUpForm.due))
-    router.message.register(on_due_typed, StateFilter(FollowUpForm.due), F.text)
-    router.message.register(on_due_invalid, StateFilter(FollowUpForm.due))
-    router.message.register(on_text, StateFilter(FollowUpForm.text), F.text)
-    router.message.register(on_text_invalid, StateFilter(FollowUpForm.text))
     router.message.register(cmd_tasks, Command("tasks"))
     router.callback_query.register(on_menu_tasks, MenuCB.filter(F.action == MenuAction.TASKS))
     router.callback_query.register(on_done, FollowUpCB.filter(F.action == FollowUpAction.DONE))
     router.callback_query.register(on_snooze, SnoozeCB.filter())
+
+    form = conversation_router(f"{__name__}.form", FollowUpForm)
+    form.message.register(on_due_typed, StateFilter(FollowUpForm.due), HasText())
+    form.message.register(on_due_invalid, StateFilter(FollowUpForm.due))
+    form.message.register(on_text, StateFilter(FollowUpForm.text), HasText())
+    form.message.register(on_text_invalid, StateFilter(FollowUpForm.text))
+    router.include_router(form)
     return router

@@ -31,6 +31,7 @@ from db.models import Lead, User
 from db.repositories import LeadChanges
 from db.uow import UnitOfWork
 from db.validation import MAX_COMMENT, MAX_NOTES, MAX_REASON, example_phone, parse_budget, parse_date
+from handlers.filters import HasText, conversation_router
 from keyboards.callbacks import (
     AssignCB,
     EditField,
@@ -648,10 +649,10 @@ def create_router() -> Router:
     )
     router.callback_query.register(on_more_page, LeadMoreCB.filter())
 
-    router.message.register(on_refusal_reason, StateFilter(RefusalForm.reason), F.text)
-    router.message.register(on_text_expected, StateFilter(RefusalForm.reason))
-    router.message.register(on_comment_text, StateFilter(CommentForm.text), F.text)
-    router.message.register(on_text_expected, StateFilter(CommentForm.text))
-    router.message.register(on_edit_value, StateFilter(EditForm.value), F.text)
-    router.message.register(on_text_expected, StateFilter(EditForm.value))
+    forms = conversation_router(f"{__name__}.forms", RefusalForm, CommentForm, EditForm)
+    forms.message.register(on_refusal_reason, StateFilter(RefusalForm.reason), HasText())
+    forms.message.register(on_comment_text, StateFilter(CommentForm.text), HasText())
+    forms.message.register(on_edit_value, StateFilter(EditForm.value), HasText())
+    forms.message.register(on_text_expected)
+    router.include_router(forms)
     return router

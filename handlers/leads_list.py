@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aiogram import Bot, F, Router
-from aiogram.enums import ChatType
-from aiogram.filters import Command, CommandObject, MagicData, StateFilter
+from aiogram.filters import Command, CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
@@ -25,6 +24,7 @@ from db.models import User
 from db.repositories import LeadFilter
 from db.repositories.leads import LeadRow
 from db.uow import UnitOfWork
+from handlers.filters import HasText, PrivateChat, conversation_router
 from keyboards.callbacks import LeadListAction, LeadListCB, MenuAction, MenuCB
 from keyboards.leads_list import (
     UNASSIGNED,
@@ -333,12 +333,8 @@ async def on_find_invalid(message: Message, texts: Texts) -> None:
 
 def create_router() -> Router:
     router = Router(name=__name__)
-    # MagicData, not a bare F filter: aiogram runs a bare F filter in a worker thread, one hop per update.
-    private = MagicData(F.event.chat.type == ChatType.PRIVATE)
-    router.message.register(cmd_leads, Command("leads"), private)
-    router.message.register(cmd_find, Command("find"), private)
-    router.message.register(on_find_text, StateFilter(FindStates.query), F.text)
-    router.message.register(on_find_invalid, StateFilter(FindStates.query))
+    router.message.register(cmd_leads, Command("leads"), PrivateChat())
+    router.message.register(cmd_find, Command("find"), PrivateChat())
     router.callback_query.register(on_menu_leads, MenuCB.filter(F.action.in_({MenuAction.LEADS, MenuAction.MY_LEADS})))
     router.callback_query.register(on_menu_find, MenuCB.filter(F.action == MenuAction.FIND))
     router.callback_query.register(
@@ -351,4 +347,9 @@ def create_router() -> Router:
             F.action.in_({LeadListAction.PICK_STATUS, LeadListAction.PICK_SOURCE, LeadListAction.PICK_SELLER})
         ),
     )
+
+    find = conversation_router(f"{__name__}.find", FindStates)
+    find.message.register(on_find_text, StateFilter(FindStates.query), HasText())
+    find.message.register(on_find_invalid, StateFilter(FindStates.query))
+    router.include_router(find)
     return router

@@ -24,6 +24,7 @@ from db.models import User
 from db.repositories.leads import LeadDraft
 from db.uow import UnitOfWork
 from db.validation import MAX_NOTES, clean_name, clean_text, example_phone, normalize_phone, parse_budget
+from handlers.filters import HasContact, HasText, conversation_router
 from keyboards import new_lead as kb
 from keyboards.callbacks import MenuAction, MenuCB, NewLeadAction, NewLeadCB
 
@@ -442,27 +443,36 @@ def create_router() -> Router:
     router = Router(name=__name__)
     router.message.register(cmd_new, Command("new"))
     router.callback_query.register(menu_new, MenuCB.filter(F.action == MenuAction.NEW))
+    # A router's own handlers are tried before its sub-routers', so the stale-button catch-all gets a
+    # sub-router of its own, after the steps: a /new button pressed after the conversation ended.
+    stale = Router(name=f"{__name__}.stale")
+    stale.callback_query.register(stale_button, NewLeadCB.filter())
+    router.include_routers(_steps_router(), stale)
+    return router
 
-    router.message.register(name_entered, StateFilter(NewLead.name), F.text)
+
+def _steps_router() -> Router:
+    router = conversation_router(f"{__name__}.steps", NewLead)
+    router.message.register(name_entered, StateFilter(NewLead.name), HasText())
     router.message.register(name_invalid, StateFilter(NewLead.name))
 
-    router.message.register(phone_entered, StateFilter(NewLead.phone), F.text)
-    router.message.register(phone_entered, StateFilter(NewLead.phone), F.contact)
+    router.message.register(phone_entered, StateFilter(NewLead.phone), HasText())
+    router.message.register(phone_entered, StateFilter(NewLead.phone), HasContact())
     router.message.register(phone_invalid, StateFilter(NewLead.phone))
 
     router.callback_query.register(
         source_chosen, StateFilter(NewLead.source), NewLeadCB.filter(F.action == NewLeadAction.SOURCE)
     )
-    router.message.register(source_typed, StateFilter(NewLead.source), F.text)
+    router.message.register(source_typed, StateFilter(NewLead.source), HasText())
     router.message.register(source_invalid, StateFilter(NewLead.source))
 
-    router.message.register(budget_entered, StateFilter(NewLead.budget), F.text)
+    router.message.register(budget_entered, StateFilter(NewLead.budget), HasText())
     router.callback_query.register(
         budget_skipped, StateFilter(NewLead.budget), NewLeadCB.filter(F.action == NewLeadAction.SKIP_BUDGET)
     )
     router.message.register(budget_invalid, StateFilter(NewLead.budget))
 
-    router.message.register(notes_entered, StateFilter(NewLead.notes), F.text)
+    router.message.register(notes_entered, StateFilter(NewLead.notes), HasText())
     router.callback_query.register(
         notes_skipped, StateFilter(NewLead.notes), NewLeadCB.filter(F.action == NewLeadAction.SKIP_NOTES)
     )
@@ -481,6 +491,5 @@ def create_router() -> Router:
     )
     router.message.register(confirm_invalid, StateFilter(NewLead.confirm))
 
-    router.callback_query.register(cancel, StateFilter(NewLead), NewLeadCB.filter(F.action == NewLeadAction.CANCEL))
-    router.callback_query.register(stale_button, NewLeadCB.filter())
+    router.callback_query.register(cancel, NewLeadCB.filter(F.action == NewLeadAction.CANCEL))
     return router
