@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
 from sqlalchemy import select
 
 from db.enums import LeadStatus, StatusCode
-from db.models import Lead
-from db.repositories import LeadDraft
+from db.models import Lead, utcnow
+from db.repositories import LeadDraft, LeadFilter
 from db.uow import UnitOfWorkFactory
 from keyboards.callbacks import CALLBACK_DATA_LIMIT, LeadAction, LeadCB, LeadListAction, LeadListCB, MenuAction, MenuCB
 from tests.conftest import Harness, Member, Team
@@ -515,3 +516,35 @@ async def test_menu_find_button_asks_for_the_text(harness: Harness, team: Team, 
 async def test_find_too_short(harness: Harness, team: Team) -> None:
     await harness.send(team.admin, "/find  я ")
     assert harness.last_text(team.admin.chat_id) == "Для поиска нужно хотя бы 2 символа."
+
+
+async def test_find_takes_like_wildcards_literally(
+    harness: Harness, team: Team, uow_factory: UnitOfWorkFactory
+) -> None:
+    names = ["Ann_Lee", "AnnXLee", "Скидка 50% Ко", "Скидка 500 Ко", "A/B Отдел", "AB Отдел"]
+    ids = dict(zip(names, await make_leads(uow_factory, team, len(names), name=lambda i: names[i]), strict=True))
+    await harness.send(team.admin, "/find n_l")
+    assert shown_ids(harness, team.admin) == [ids["Ann_Lee"]]
+    await harness.send(team.admin, "/find 50%")
+    assert shown_ids(harness, team.admin) == [ids["Скидка 50% Ко"]]
+    await harness.send(team.admin, "/find a/b")
+    assert shown_ids(harness, team.admin) == [ids["A/B Отдел"]]
+
+
+async def test_page_with_text_and_updated_since_filters(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    """The API's filters go through the same prebuilt list statements: text, changed-since, a seller's scope."""
+    ids = await make_leads(uow_factory, team, 12, name=lambda i: f"Клиент {i}" if i % 3 else f"Особый {i}")
+    async with uow_factory() as uow:
+        special = [lead_id for i, lead_id in enumerate(ids) if i % 3 == 0]
+        page = await uow.leads.page(team.admin.user, LeadFilter(text="особ"), limit=10)
+        assert [row.id for row in page.items] == sorted(special, reverse=True) and not page.has_more
+        page = await uow.leads.page(team.admin.user, LeadFilter(text="особ"), limit=2, before_id=special[-1])
+        assert [row.id for row in page.items] == sorted(special, reverse=True)[1:3] and page.has_more
+        own = await uow.leads.page(team.seller.user, LeadFilter(text="особ"), limit=10)
+        assert all(row.assigned_to_id == team.seller.id for row in own.items)
+        assert {row.id for row in own.items} == {lead_id for i, lead_id in enumerate(ids) if i % 3 == 0 and i % 2 == 0}
+        newest = (await uow.session.get(Lead, ids[-1])) or pytest.fail("no lead")
+        newest.updated_at = utcnow() + timedelta(days=1)
+        await uow.session.flush()
+        since = await uow.leads.page(team.admin.user, LeadFilter(updated_since=newest.updated_at), limit=10)
+        assert [row.id for row in since.items] == [ids[-1]]

@@ -1,15 +1,16 @@
 """Every /leads list query is answered from an index: EXPLAIN QUERY PLAN on the SQL the repository emits.
 
-The statement is captured as sent to SQLite (a ``before_cursor_execute`` listener), parameters included,
-so the plan is the one production gets, joins of the eager-loaded users and all. The database is the
-migrated schema (indexes from the migration, not from the models), filled once per module.
+The lists are read by ``db.reader``, straight on the sqlite3 connection: the statement is captured where
+the reader takes it (its compiled SQL and its parameters in the reader's order), so the plan is the one
+production gets, the join of the salesperson and all. The database is the migrated schema (indexes from
+the migration, not from the models), filled once per module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +25,7 @@ from bot.config import Settings
 from db.engine import create_engine, create_sessionmaker
 from db.enums import LeadStatus, Role
 from db.models import Lead, User, utcnow
+from db.reader import Query, Reader
 from db.repositories import LeadFilter
 from db.uow import UnitOfWorkFactory
 from db.validation import fold_for_search
@@ -141,16 +143,36 @@ def analyzed_db(plan_db: PlanDb, tmp_path_factory: pytest.TempPathFactory) -> Pl
 
 @contextmanager
 def _capture(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
+    """The SELECTs sent while inside: through the reader (as its plan binds them) or through the engine."""
     seen: list[tuple[str, Any]] = []
+    dialect = engine.dialect
+    read = Reader.all
+
+    async def reading(self: Reader, query: Query, params: Mapping[str, Any] | None = None) -> list[Any]:
+        plan = query.plan(dialect)
+        given = params or {}
+        values = [given[p.name] if p.required else given.get(p.name, p.value) for p in plan.params]
+        seen.append(
+            (
+                plan.sql,
+                tuple(
+                    v if p.process is None or v is None else p.process(v)
+                    for p, v in zip(plan.params, values, strict=True)
+                ),
+            )
+        )
+        return await read(self, query, params)
 
     def listener(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
         seen.append((statement, params))
 
     event.listen(engine.sync_engine, "before_cursor_execute", listener)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", listener)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Reader, "all", reading)
+        try:
+            yield seen
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", listener)
 
 
 async def _plan(db: PlanDb, name: str, cursor: str) -> tuple[str, list[str], Any]:

@@ -207,16 +207,65 @@ def _as_rows(stmt: Select[Any]) -> Select[Any]:
     return cast(Select[Any], rows)
 
 
+_STATUS_OF = {status.value: status for status in LeadStatus}  # a dict lookup: LeadStatus(value) costs a call
+
+
 def _lead_row(row: Any) -> LeadRow:
     lead_id, name, phone, status, assignee_id, first_name, last_name = row
     return LeadRow(
         id=lead_id,
         client_name=name,
         phone_number=phone,
-        status=LeadStatus(status),
+        status=_STATUS_OF.get(status) or LeadStatus(status),
         assigned_to_id=assignee_id,
         assignee_name=None if assignee_id is None else person_name(first_name, last_name, assignee_id),
     )
+
+
+# The lists (/leads pages, /find) as prebuilt statements read by db.reader, one per shape: which
+# conditions it has, named by the parameters bound to them (see ``_list_params``), and whether it asks for
+# unassigned leads (IS NULL binds nothing). Shapes are few and bounded (seller scope, status, source,
+# salesperson or unassigned, text, updated_since, cursor direction), so they are kept for good.
+_ListShape = tuple[tuple[str, ...], bool]
+_LIST_QUERIES: dict[_ListShape, Query] = {}
+
+
+def _list_query(shape: _ListShape) -> Query:
+    query = _LIST_QUERIES.get(shape)
+    if query is None:
+        query = _LIST_QUERIES[shape] = _build_list_query(*shape)
+    return query
+
+
+def _build_list_query(names: tuple[str, ...], unassigned: bool) -> Query:
+    # The conditions and their order are those of ``_visible`` + ``page``: the same SQL, so the same
+    # partial indexes (ix_leads_live_id, ix_leads_live_status, ix_leads_live_assignee_id, ...) answer it.
+    stmt = _as_rows(select(Lead).where(Lead.deleted_at.is_(None)))
+    if "actor_id" in names:
+        stmt = stmt.where(Lead.assigned_to_id == bindparam("actor_id"))
+    if "status" in names:
+        stmt = stmt.where(Lead.status == bindparam("status"))
+    if "source" in names:
+        stmt = stmt.where(Lead.source == bindparam("source"))
+    if unassigned:
+        stmt = stmt.where(Lead.assigned_to_id.is_(None))
+    elif "assigned_to" in names:
+        stmt = stmt.where(Lead.assigned_to_id == bindparam("assigned_to"))
+    if "name" in names:
+        # ``contains(..., autoescape=True)`` takes only a literal: the value is escaped by ``_like``.
+        text = Lead.search_name.contains(bindparam("name"), escape=_LIKE_ESCAPE)
+        if "digits" in names:
+            text = or_(text, Lead.phone_number.contains(bindparam("digits"), escape=_LIKE_ESCAPE))
+        stmt = stmt.where(text)
+    if "updated_since" in names:
+        stmt = stmt.where(Lead.updated_at >= bindparam("updated_since"))
+    if "after" in names:
+        stmt = stmt.where(Lead.id > bindparam("after")).order_by(Lead.id.asc())
+    else:
+        if "before" in names:
+            stmt = stmt.where(Lead.id < bindparam("before"))
+        stmt = stmt.order_by(Lead.id.desc())
+    return Query(stmt.limit(bindparam("limit")))
 
 
 class LeadRepository:
@@ -281,10 +330,9 @@ class LeadRepository:
 
     def _visible(self, actor: User, flt: LeadFilter) -> Select[Any]:
         stmt = select(Lead).where(Lead.deleted_at.is_(None))
-        if not permissions.can_view_all(actor):
-            if actor.role != Role.SELLER:
-                raise Forbidden("view")
-            stmt = stmt.where(Lead.assigned_to_id == actor.id)
+        scope = _scope(actor)
+        if scope is not None:
+            stmt = stmt.where(Lead.assigned_to_id == scope)
         if flt.status is not None:
             stmt = stmt.where(Lead.status == flt.status)
         if flt.source is not None:
@@ -312,14 +360,14 @@ class LeadRepository:
 
         ``before_id`` pages forward (older leads), ``after_id`` backward (newer ones).
         """
-        stmt = self._visible(actor, flt)
+        params = _list_params(actor, flt)
         if after_id is not None:
-            stmt = stmt.where(Lead.id > after_id).order_by(Lead.id.asc())
-        else:
-            if before_id is not None:
-                stmt = stmt.where(Lead.id < before_id)
-            stmt = stmt.order_by(Lead.id.desc())
-        rows = [_lead_row(row) for row in await self.session.execute(_as_rows(stmt).limit(limit + 1))]
+            params["after"] = after_id
+        elif before_id is not None:
+            params["before"] = before_id
+        params["limit"] = limit + 1
+        query = _list_query((tuple(params), flt.unassigned))
+        rows = [_lead_row(row) for row in await self.reader.all(query, params)]
         has_more = len(rows) > limit
         rows = rows[:limit]
         if after_id is not None:
@@ -366,8 +414,10 @@ class LeadRepository:
         return list(rows), listing.total
 
     async def search(self, actor: User, text: str, *, limit: int) -> list[LeadRow]:
-        stmt = self._visible(actor, LeadFilter(text=text)).order_by(Lead.id.desc()).limit(limit)
-        return [_lead_row(row) for row in await self.session.execute(_as_rows(stmt))]
+        params = _list_params(actor, LeadFilter(text=text))
+        params["limit"] = limit
+        query = _list_query((tuple(params), False))
+        return [_lead_row(row) for row in await self.reader.all(query, params)]
 
     async def find_live_by_phone(self, phone_e164: str) -> Lead | None:
         stmt = select(Lead).where(Lead.phone_number == phone_e164, Lead.deleted_at.is_(None))
@@ -635,17 +685,63 @@ _LISTINGS_KEPT = 256
 _ANCHORS_KEPT = 256
 
 
-def _text_condition(text: str) -> ColumnElement[bool]:
-    """A name fragment or 3+ digits of the phone; fewer than 2 characters is refused."""
+def _search_terms(text: str) -> tuple[str, str | None]:
+    """A name fragment (folded) and, given 3+ digits, a fragment of the phone; under 2 characters is refused."""
     query = " ".join((text or "").split())
     if len(query) < 2:
         raise InvalidInput("q", "query_too_short", "search text must have at least 2 characters")
     digits = "".join(ch for ch in query if ch.isdigit())
     # Compared in folded form on both sides: SQLite's lower()/LIKE leave Cyrillic case alone.
-    conditions = [Lead.search_name.contains(fold_for_search(query), autoescape=True)]
-    if len(digits) >= 3:
+    return fold_for_search(query), digits if len(digits) >= 3 else None
+
+
+def _text_condition(text: str) -> ColumnElement[bool]:
+    name, digits = _search_terms(text)
+    conditions = [Lead.search_name.contains(name, autoescape=True)]
+    if digits is not None:
         conditions.append(Lead.phone_number.contains(digits, autoescape=True))
     return or_(*conditions)
+
+
+_LIKE_ESCAPE = "/"
+
+
+def _like(value: str) -> str:
+    """``value`` matched literally inside LIKE (what ``contains(..., autoescape=True)`` does to a literal)."""
+    escape = _LIKE_ESCAPE
+    return value.replace(escape, escape * 2).replace("%", escape + "%").replace("_", escape + "_")
+
+
+def _scope(actor: User) -> int | None:
+    """Whose leads ``actor`` may list: None for everyone's, else their own id; others may not list at all."""
+    if permissions.can_view_all(actor):
+        return None
+    if actor.role != Role.SELLER:
+        raise Forbidden("view")
+    return actor.id
+
+
+def _list_params(actor: User, flt: LeadFilter) -> dict[str, Any]:
+    """The values of ``flt`` for a list statement, in the order ``_build_list_query`` applies them: their
+    names (with ``flt.unassigned``) are the statement's shape."""
+    params: dict[str, Any] = {}
+    scope = _scope(actor)
+    if scope is not None:
+        params["actor_id"] = scope
+    if flt.status is not None:
+        params["status"] = flt.status
+    if flt.source is not None:
+        params["source"] = flt.source
+    if flt.assigned_to is not None and not flt.unassigned:
+        params["assigned_to"] = flt.assigned_to
+    if flt.text is not None:
+        name, digits = _search_terms(flt.text)
+        params["name"] = _like(name)
+        if digits is not None:
+            params["digits"] = _like(digits)
+    if flt.updated_since is not None:
+        params["updated_since"] = flt.updated_since
+    return params
 
 
 def _fmt(value: object) -> str | None:
