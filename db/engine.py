@@ -53,7 +53,10 @@ def _sqlite_begin(connection: Any) -> None:
     # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then writes fails
     # at once with SQLITE_BUSY when another writer committed in between, whereas a waiting writer is
     # simply queued by the busy timeout. One update = one transaction, so updates serialise on writes.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    driver = connection.connection.driver_connection
+    if isinstance(driver, sqlite_driver.InlineConnection) and driver.try_begin():
+        return  # the usual case, straight on sqlite3; a lock held elsewhere is waited for below
+    connection.exec_driver_sql(sqlite_driver.BEGIN)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -296,6 +296,9 @@ class InlineConnection:
         self._tx = _RunNow()
         self.busy_timeout_ms = busy_timeout_ms
         self.lock_wait = lock_wait
+        # Set when try_begin met the lock, so begin() goes straight to waiting in asyncio: the loop is
+        # still blocked by one busy timeout per contended transaction, not two.
+        self._begin_busy: sqlite3.OperationalError | None = None
 
     @property
     def isolation_level(self) -> str | None:
@@ -316,16 +319,30 @@ class InlineConnection:
         cursor = InlineCursor(self)
         return await cursor.execute(sql, parameters)
 
-    async def begin(self) -> None:
-        """``BEGIN IMMEDIATE``, waiting for another process's write lock without blocking the loop."""
-        connection = self._conn
+    def try_begin(self) -> bool:
+        """``BEGIN IMMEDIATE`` without leaving the caller's thread (what ``db.engine`` does first), or
+        False when another process holds the lock: then ``begin`` waits for it in asyncio."""
         try:
-            connection.execute(BEGIN)
-            return
+            self._conn.execute(BEGIN)
         except sqlite3.OperationalError as error:
             if not _busy(error):
                 raise
-            last = error
+            self._begin_busy = error
+            return False
+        return True
+
+    async def begin(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting for another process's write lock without blocking the loop."""
+        connection = self._conn
+        last, self._begin_busy = self._begin_busy, None
+        if last is None:
+            try:
+                connection.execute(BEGIN)
+                return
+            except sqlite3.OperationalError as error:
+                if not _busy(error):
+                    raise
+                last = error
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lock_wait
         delay = _FIRST_DELAY
