@@ -9,7 +9,7 @@ Order matters, for meaning and for speed:
 - then the features, the busiest first: aiogram walks the routers in order for every update, and each
   router passed costs a third of a whole no-op dispatch. The card and the lists are most of the traffic;
   a feature's conversation steps sit in a sub-router behind one state check
-  (``handlers.filters.conversation_router``), so they cost nothing outside their conversation;
+  (``handlers.filters.conversation_router``), so outside it they cost one check;
 - ``fallback`` for anything nothing else took;
 - ``errors`` last: it has only error handlers, and an error event is rare, so no ordinary update
   should have to pass it.
