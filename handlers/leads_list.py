@@ -7,7 +7,9 @@ the user may see is still decided by the repository (a salesperson only ever get
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject, StateFilter
@@ -19,7 +21,7 @@ from bot.config import Settings
 from bot.texts import Texts
 from bot.views import MESSAGE_LIMIT, cut, esc, format_phone_html, status_label
 from db import permissions
-from db.enums import Role, StatusCode
+from db.enums import LeadStatus, Role, StatusCode
 from db.models import User
 from db.repositories import LeadFilter
 from db.repositories.leads import LeadRow
@@ -55,15 +57,35 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def lead_row(texts: Texts, lead: LeadRow) -> str:
+@dataclass(frozen=True, slots=True)
+class RowTexts:
+    """The words every row of a list shares (its template, the status names, "unassigned"), looked up
+    once per language rather than for each row."""
+
+    template: str
+    statuses: Mapping[LeadStatus, str]
+    unassigned: str
+
+
+@lru_cache(maxsize=8)
+def row_texts(lang: str) -> RowTexts:
+    texts = Texts(lang)
+    return RowTexts(
+        # Without params ``t`` gives the template itself; the row formats it as ``t`` would.
+        template=texts.t("leads.row"),
+        statuses={status: status_label(texts, status) for status in LeadStatus},
+        unassigned=texts.t("leads.unassigned"),
+    )
+
+
+def lead_row(words: RowTexts, lead: LeadRow) -> str:
     assignee = lead.assignee_name
-    return texts.t(
-        "leads.row",
+    return words.template.format(
         lead_id=lead.id,
         name=esc(_shorten(lead.client_name, ROW_NAME_LIMIT)),
         phone=format_phone_html(lead.phone_number),
-        status=status_label(texts, lead.status),
-        assignee=esc(assignee) if assignee is not None else texts.t("leads.unassigned"),
+        status=words.statuses[lead.status],
+        assignee=esc(assignee) if assignee is not None else words.unassigned,
     )
 
 
@@ -71,9 +93,10 @@ def render_rows(texts: Texts, header: str, leads: Sequence[LeadRow], footer: str
     """Header, one line per lead and a footer, within Telegram's limit: rows that do not fit are
     left to their buttons (which are always all there) and counted in one line instead."""
     budget = MESSAGE_LIMIT - len(header) - len(footer) - _FOOTER_RESERVE
+    words = row_texts(texts.lang)
     lines: list[str] = []
     for index, lead in enumerate(leads):
-        row = lead_row(texts, lead)
+        row = lead_row(words, lead)
         if len(row) + 1 > budget:
             lines.append(texts.t("leads.rows_hidden", count=len(leads) - index))
             break
