@@ -21,12 +21,14 @@ queued twice for one person.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import aliased
 
 from bot.config import Settings
 from bot.texts import Texts, pick_language, texts_for
@@ -34,6 +36,9 @@ from bot.views import cut, esc, format_money, format_phone_html, status_label, u
 from db.enums import HistoryAction, LeadStatus, OutboxStatus, Role, StatusCode
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
 from db.models import Comment, Lead, LeadHistory, User
+from db.reader import Query
+from db.repositories.outbox import OutboxRow
+from db.rows import PersonRow
 from keyboards.callbacks import LeadAction, LeadCB, LeadStatusCB
 
 if TYPE_CHECKING:
@@ -51,6 +56,63 @@ KIND_TEAM_TAKEN = "team_taken"
 
 STATUS_WATCHERS = frozenset({Role.MOP, Role.ROP})
 COMMENT_PREVIEW = 600
+
+
+@dataclass(slots=True, frozen=True)
+class LeadFacts:
+    """What a notification shows of a lead (the attribute names of ``Lead``), read as a plain row."""
+
+    id: int
+    client_name: str
+    phone_number: str
+    status: LeadStatus
+    source: str
+    budget: float | None
+    assigned_to_id: int | None
+    refusal_reason: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class Recipient(PersonRow):
+    """A user as the notifier needs them: whom to address, in which language, whether to at all."""
+
+    telegram_id: int
+    language: str | None
+    is_active: bool
+
+
+_U = TypeVar("_U", User, Recipient)
+
+_ASSIGNEE = aliased(User, name="assignee")
+# A new lead with its salesperson, in one read on the transaction's own connection (db.reader).
+_NEW_LEAD = Query(
+    select(
+        Lead.id,
+        Lead.client_name,
+        Lead.phone_number,
+        Lead.status,
+        Lead.source,
+        Lead.budget,
+        Lead.assigned_to_id,
+        Lead.refusal_reason,
+        _ASSIGNEE.first_name,
+        _ASSIGNEE.last_name,
+        _ASSIGNEE.username,
+        _ASSIGNEE.telegram_id,
+        _ASSIGNEE.language,
+        _ASSIGNEE.is_active,
+    )
+    .outerjoin(_ASSIGNEE, Lead.assigned_to_id == _ASSIGNEE.id)
+    .where(Lead.id == bindparam("lead_id"), Lead.deleted_at.is_(None))
+)
+
+
+def _new_lead(row: Sequence[Any]) -> tuple[LeadFacts, Recipient | None]:
+    lead = LeadFacts(row[0], row[1], row[2], LeadStatus(row[3]), row[4], row[5], row[6], row[7])
+    if lead.assigned_to_id is None:
+        return lead, None
+    first_name, last_name, username, telegram_id, language, is_active = row[8:14]
+    return lead, Recipient(lead.assigned_to_id, first_name or "", last_name, username, telegram_id, language, is_active)
 
 
 def team_post_key(lead_id: int) -> str:
@@ -120,32 +182,38 @@ class OutboxNotifier:
     # ---- one method per event ----------------------------------------------------------------------------
 
     async def _lead_created(self, uow: UnitOfWork, event: LeadCreated) -> None:
-        lead = await self._lead(uow, event.lead_id)
-        if lead is None:
+        row = await uow.reader.one_or_none(_NEW_LEAD, {"lead_id": event.lead_id})
+        if row is None:
             return
-        assignee = await self._user(uow, lead.assigned_to_id)
+        lead, assignee = _new_lead(row)
+        rows = []
         for user in self._audience([assignee], event.actor_id):
             texts = self._texts(user)
-            await uow.outbox.enqueue(
-                key=f"new:{lead.id}:{user.id}",
-                chat_id=user.telegram_id,
-                user_id=user.id,
-                kind=KIND_NEW_LEAD,
-                payload=message_payload(
-                    self.lead_text(texts, lead, "notify.new_lead", assignee=assignee),
-                    self.lead_buttons(texts, lead, user),
-                ),
+            rows.append(
+                OutboxRow(
+                    key=f"new:{lead.id}:{user.id}",
+                    chat_id=user.telegram_id,
+                    user_id=user.id,
+                    kind=KIND_NEW_LEAD,
+                    payload=message_payload(
+                        self.lead_text(texts, lead, "notify.new_lead", assignee=assignee),
+                        self.lead_buttons(texts, lead, user),
+                    ),
+                )
             )
         team = self.settings.notifications
         if team.team_chat_id is not None:
             texts = self._team_texts()
-            await uow.outbox.enqueue(
-                key=team_post_key(lead.id),
-                chat_id=team.team_chat_id,
-                thread_id=team.team_thread_id,
-                kind=KIND_TEAM_NEW,
-                payload=message_payload(*self.team_post(texts, lead, assignee)),
+            rows.append(
+                OutboxRow(
+                    key=team_post_key(lead.id),
+                    chat_id=team.team_chat_id,
+                    thread_id=team.team_thread_id,
+                    kind=KIND_TEAM_NEW,
+                    payload=message_payload(*self.team_post(texts, lead, assignee)),
+                )
             )
+        await uow.outbox.enqueue_many(rows)
 
     async def _status_changed(self, uow: UnitOfWork, event: LeadStatusChanged, history_id: int) -> None:
         lead = await self._lead(uow, event.lead_id)
@@ -266,7 +334,9 @@ class OutboxNotifier:
 
     # ---- rendering (public: the reminders and the team handler reuse them) ------------------------------
 
-    def lead_text(self, texts: Texts, lead: Lead, header_key: str, *, assignee: User | None) -> str:
+    def lead_text(
+        self, texts: Texts, lead: Lead | LeadFacts, header_key: str, *, assignee: User | PersonRow | None
+    ) -> str:
         """The reference's example: 🎯 header, client, phone, source, budget, then the assignee."""
         body = texts.t(
             "notify.lead_body",
@@ -282,7 +352,9 @@ class OutboxNotifier:
         )
         return f"{texts.t(header_key, lead_id=lead.id)}\n\n{body}\n\n{line}"
 
-    def team_post(self, texts: Texts, lead: Lead, assignee: User | None) -> tuple[str, InlineKeyboardMarkup | None]:
+    def team_post(
+        self, texts: Texts, lead: Lead | LeadFacts, assignee: User | PersonRow | None
+    ) -> tuple[str, InlineKeyboardMarkup | None]:
         text = self.lead_text(texts, lead, "notify.new_lead", assignee=assignee)
         if assignee is not None or lead.assigned_to_id is not None:
             return text, None
@@ -308,7 +380,7 @@ class OutboxNotifier:
         builder.button(text=texts.t("notify.btn.open"), callback_data=LeadCB(action=LeadAction.OPEN, lead_id=lead.id))
         return builder.as_markup()
 
-    def lead_buttons(self, texts: Texts, lead: Lead, recipient: User) -> InlineKeyboardMarkup:
+    def lead_buttons(self, texts: Texts, lead: Lead | LeadFacts, recipient: User | Recipient) -> InlineKeyboardMarkup:
         """Open the card; "Take into work" when the recipient may (their own lead, still new)."""
         builder = InlineKeyboardBuilder()
         builder.button(text=texts.t("notify.btn.open"), callback_data=LeadCB(action=LeadAction.OPEN, lead_id=lead.id))
@@ -322,7 +394,7 @@ class OutboxNotifier:
 
     # ---- helpers -----------------------------------------------------------------------------------------
 
-    def _texts(self, user: User) -> Texts:
+    def _texts(self, user: User | Recipient) -> Texts:
         return texts_for(pick_language(user.language, None, self.settings.bot.default_language))
 
     def _team_texts(self) -> Texts:
@@ -333,10 +405,10 @@ class OutboxNotifier:
         return user_label(actor) if actor is not None else texts.t("notify.system")
 
     @staticmethod
-    def _audience(users: Iterable[User | None], actor_id: int | None) -> list[User]:
+    def _audience(users: Iterable[_U | None], actor_id: int | None) -> list[_U]:
         """Active users other than the author, each once."""
         seen: set[int] = set()
-        result = []
+        result: list[_U] = []
         for user in users:
             if user is None or not user.is_active or user.id == actor_id or user.id in seen:
                 continue

@@ -57,6 +57,40 @@ async def test_racing_creations_give_one_lead(uow_factory: UnitOfWorkFactory, te
     assert len(page.items) == 1
 
 
+async def test_a_refused_duplicate_leaves_the_transaction_usable(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    # No SAVEPOINT around the insert: the refused row is all that is undone.
+    async with uow_factory() as uow:
+        first = await uow.leads.create(team.mop.user, draft())
+        with pytest.raises(DuplicateLead) as info:
+            await uow.leads.create(team.rop.user, draft("+998 90 123 45 67", client_name="Дубль"))
+        assert info.value.existing_lead_id == first.id
+        second = await uow.leads.create(team.rop.user, draft("+998907654321", assigned_to=team.seller.id))
+        await uow.commit()
+    async with uow_factory() as uow:
+        page = await uow.leads.page(team.admin.user, LeadFilter(), limit=10)
+        assert [row.id for row in page.items] == [second.id, first.id]
+        assert [h.action for h in await uow.leads.history(team.admin.user, first.id)] == [HistoryAction.CREATED]
+        rows = (await uow.session.execute(text("select count(*) from lead_history"))).scalar_one()
+    assert rows == 3  # created, created + assigned: nothing from the refused one
+
+
+async def test_a_created_lead_is_the_sessions_own_with_its_people(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    async with uow_factory() as uow:
+        lead = await uow.leads.create(team.mop.user, draft(assigned_to=team.seller.id, notes="звонить после 18"))
+        # Nothing is left to write back, and loading it again gives the same object, fully loaded.
+        assert not uow.session.dirty and not uow.session.new
+        assert await uow.leads.get(team.admin.user, lead.id) is lead
+        assert lead.assigned_to is not None and lead.assigned_to.id == team.seller.id
+        assert lead.created_by.id == team.mop.id
+        assert (lead.search_name, lead.reminder_count, lead.deleted_at) == ("иван петров", 0, None)
+        card = await uow.leads.card(team.admin.user, lead.id)
+        assert (card.lead.notes, card.lead.assigned_to_id, card.history_total) == (
+            "звонить после 18",
+            team.seller.id,
+            2,
+        )
+
+
 async def test_soft_delete_frees_the_phone_and_keeps_history(uow_factory: UnitOfWorkFactory, team: Team) -> None:
     async with uow_factory() as uow:
         lead = await uow.leads.create(team.mop.user, draft())

@@ -22,7 +22,7 @@ from bot.notifications import (
 )
 from db.enums import LeadStatus, Role, StatusCode
 from db.errors import DuplicateLead
-from db.events import LeadStatusChanged
+from db.events import LeadCreated, LeadStatusChanged
 from db.models import OutboxMessage
 from db.repositories import LeadDraft
 from db.uow import UnitOfWorkFactory
@@ -340,3 +340,15 @@ async def test_idempotency_keys_are_unique_and_events_are_never_queued_twice(tea
         await uow.session.flush()
         await uow.commit()
     assert [row.idempotency_key for row in await outbox_rows(factory)] == keys
+
+
+async def test_a_new_lead_handed_to_the_sink_again_queues_nothing_more(team_harness: Harness, team: Team) -> None:
+    factory = team_harness.uow_factory
+    lead_id = await new_lead(factory, team.rop, assignee=team.seller)
+    first = [(row.idempotency_key, row.payload) for row in await outbox_rows(factory)]
+    assert [key for key, _ in first] == [f"new:{lead_id}:{team.seller.id}", f"team:new:{lead_id}"]
+    notifier = OutboxNotifier(team_harness.settings)
+    async with factory() as uow:
+        await notifier(uow, [LeadCreated(lead_id, team.rop.id), LeadCreated(lead_id, team.rop.id)])
+        await uow.commit()
+    assert [(row.idempotency_key, row.payload) for row in await outbox_rows(factory)] == first

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from bot.config import CrmSection
 from db import permissions
@@ -19,6 +21,7 @@ from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition,
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
 from db.models import Comment, FollowUp, Lead, LeadHistory, User, person_name, utcnow
 from db.reader import Query, Reader
+from db.repositories.users import USER_COLUMNS, adopt_user
 from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow
 from db.validation import (
     MAX_COMMENT,
@@ -115,6 +118,21 @@ _LATEST_HISTORY = (
     .limit(bindparam("limit"))
 )
 
+
+# Creating a lead writes Core rows, not ORM objects (no unit-of-work bookkeeping for rows nobody changes
+# afterwards). The lead: one INSERT that the partial unique index on the live phone decides, with no
+# check beforehand and no SAVEPOINT: SQLite skips a conflicting row (the lead another transaction
+# created first) and the transaction goes on. Its history rows: one INSERT, executemany.
+_LEAD_TABLE = cast(Table, Lead.__table__)
+_LEAD_COLUMNS = tuple(column.key for column in _LEAD_TABLE.columns if column.key != "id")
+_INSERT_LEAD = (
+    sqlite_insert(_LEAD_TABLE)
+    .on_conflict_do_nothing(index_elements=[Lead.phone_number], index_where=Lead.deleted_at.is_(None))
+    .returning(Lead.id)
+)
+_INSERT_HISTORY = insert(cast(Table, LeadHistory.__table__))
+_LIVE_BY_PHONE = Query(select(Lead.id).where(Lead.phone_number == bindparam("phone"), Lead.deleted_at.is_(None)))
+_USER_BY_ID = Query(select(*USER_COLUMNS).where(User.id == bindparam("user_id")))
 
 _ASSIGNEE = aliased(User, name="assignee")
 _CREATOR = aliased(User, name="creator")
@@ -434,17 +452,7 @@ class LeadRepository:
         new: object = None,
         field_name: str | None = None,
     ) -> None:
-        self.session.add(
-            LeadHistory(
-                lead_id=lead.id,
-                action=action.value,
-                field=field_name,
-                old_value=None if old is None else str(old),
-                new_value=None if new is None else str(new),
-                changed_by_id=actor.id if actor else None,
-                changed_at=utcnow(),
-            )
-        )
+        self.session.add(LeadHistory(**_history_values(lead.id, actor, action, old, new, field_name)))
 
     def _check_source(self, source: str) -> str:
         source = (source or "").strip()
@@ -460,7 +468,8 @@ class LeadRepository:
 
     async def assignee(self, user_id: int) -> User:
         """The active salesperson ``user_id``, or InvalidInput: who a lead may be assigned to."""
-        user = await self.session.get(User, user_id)
+        row = await self.reader.one_or_none(_USER_BY_ID, {"user_id": user_id})
+        user = None if row is None else adopt_user(self.session, row)
         if user is None or not user.is_active or user.role not in permissions.ASSIGNABLE_ROLES:
             raise InvalidInput(
                 "assigned_to", "assignee_invalid", "assignee must be an active salesperson", user_id=user_id
@@ -490,8 +499,8 @@ class LeadRepository:
         budget = check_budget(draft.budget)
         notes = clean_text(draft.notes, "notes", MAX_NOTES, required=False)
         assignee = await self.assignee(draft.assigned_to) if draft.assigned_to is not None else None
-        await self._ensure_phone_free(phone)
         now = utcnow()
+        # Every column is given: the object below is what the row holds, with nothing left to load.
         lead = Lead(
             client_name=name,
             phone_number=phone,
@@ -503,21 +512,46 @@ class LeadRepository:
             created_by_id=actor.id,
             created_at=now,
             updated_at=now,
+            closing_date=None,
+            refusal_reason=None,
+            deleted_at=None,
+            deleted_by_id=None,
             reminder_count=0,
+            next_reminder_at=None,
         )
-        # The people are in this session already (the acting user, the assignee just checked): set
-        # them here rather than reload them after the insert. The history rows go with the commit.
+        session = self.session.sync_session
+        if session.new or session.dirty or session.deleted:
+            # A Core statement does not autoflush: e.g. a lead soft-deleted earlier in this unit of work
+            # must be written before its phone is taken again.
+            await self.session.flush()
+        values = {key: getattr(lead, key) for key in _LEAD_COLUMNS}
+        lead_id = (await self.session.execute(_INSERT_LEAD, values)).scalar_one_or_none()
+        if lead_id is None:
+            existing = await self.reader.one_or_none(_LIVE_BY_PHONE, {"phone": phone})
+            raise DuplicateLead(phone, existing[0] if existing else 0)
+        lead.id = lead_id
+        # The people are in this session already (the acting user, the assignee just checked): the lead
+        # joins the session as if loaded with them, so nothing is read back after the insert.
         lead.assigned_to = assignee
-        creator = await self.session.get(User, actor.id)
-        if creator is not None:
-            lead.created_by = creator
-        self.session.add(lead)
-        await self._flush_unique(phone)
-        self._history(lead, actor, HistoryAction.CREATED, None, LeadStatus.NEW.value)
+        lead.created_by = await self._in_session(actor)
+        make_transient_to_detached(lead)
+        session.add(lead)
+        history = [_history_values(lead_id, actor, HistoryAction.CREATED, None, LeadStatus.NEW.value, at=now)]
         if assignee is not None:
-            self._history(lead, actor, HistoryAction.ASSIGNED, None, assignee.full_name)
-        self.events.append(LeadCreated(lead.id, actor.id))
+            history.append(_history_values(lead_id, actor, HistoryAction.ASSIGNED, None, assignee.full_name, at=now))
+        await self.session.execute(_INSERT_HISTORY, history)
+        self.events.append(LeadCreated(lead_id, actor.id))
         return lead
+
+    async def _in_session(self, user: User) -> User:
+        """This session's object for ``user`` (who may come from another session, e.g. in tests)."""
+        held = self.session.sync_session.identity_map.get(identity_key(User, user.id))
+        if isinstance(held, User):
+            return held
+        found = await self.session.get(User, user.id)
+        if found is None:
+            raise NotFound("user", user.id)
+        return found
 
     async def update(self, actor: User, lead_id: int, changes: LeadChanges) -> Lead:
         lead = await self._load(lead_id, for_update=True)
@@ -742,6 +776,28 @@ def _list_params(actor: User, flt: LeadFilter) -> dict[str, Any]:
     if flt.updated_since is not None:
         params["updated_since"] = flt.updated_since
     return params
+
+
+def _history_values(
+    lead_id: int,
+    actor: User | None,
+    action: HistoryAction,
+    old: object = None,
+    new: object = None,
+    field_name: str | None = None,
+    *,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """The columns of one history row."""
+    return {
+        "lead_id": lead_id,
+        "action": action.value,
+        "field": field_name,
+        "old_value": None if old is None else str(old),
+        "new_value": None if new is None else str(new),
+        "changed_by_id": actor.id if actor else None,
+        "changed_at": at or utcnow(),
+    }
 
 
 def _fmt(value: object) -> str | None:

@@ -11,11 +11,13 @@ A row's ``payload`` is what the worker sends (see bot/delivery.py for the full f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import permissions
@@ -24,6 +26,23 @@ from db.errors import Forbidden
 from db.models import OutboxMessage, User, utcnow
 
 ERROR_LIMIT = 1000
+
+# ``enqueue_many``: a key already queued makes its row insert nothing (the unique index on the key).
+_INSERT_MANY = sqlite_insert(cast(Table, OutboxMessage.__table__)).on_conflict_do_nothing(
+    index_elements=[OutboxMessage.idempotency_key]
+)
+
+
+@dataclass(slots=True, frozen=True)
+class OutboxRow:
+    """One message for ``enqueue_many`` (the arguments of ``enqueue``)."""
+
+    key: str
+    chat_id: int
+    kind: str
+    payload: dict[str, Any]
+    user_id: int | None = None
+    thread_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -64,6 +83,33 @@ class OutboxRepository:
         )
         self.session.add(row)
         return row
+
+    async def enqueue_many(self, rows: Sequence[OutboxRow]) -> None:
+        """Queue messages in one statement, each idempotent by its key like ``enqueue`` (whether a row
+        was new is not reported). Rows are written at once, not at the next flush: pending ORM changes
+        are flushed first, so the order of writes stays the order of calls."""
+        if not rows:
+            return
+        session = self.session.sync_session
+        if session.new or session.dirty or session.deleted:
+            await self.session.flush()
+        now = utcnow()
+        values = [
+            {
+                "idempotency_key": row.key,
+                "chat_id": row.chat_id,
+                "thread_id": row.thread_id,
+                "user_id": row.user_id,
+                "kind": row.kind,
+                "payload": row.payload,
+                "status": OutboxStatus.PENDING,
+                "created_at": now,
+                "next_attempt_at": now,
+                "attempts": 0,
+            }
+            for row in rows
+        ]
+        await self.session.execute(_INSERT_MANY, values)
 
     # ---- the delivery worker ---------------------------------------------------------------------------
 

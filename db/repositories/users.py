@@ -30,8 +30,25 @@ class TelegramProfile:
 
 
 # Every update looks its sender up: read as a plain row (db.reader), then adopted by the session.
-_USER_COLUMNS = tuple(User.__table__.columns)
-_BY_TELEGRAM_ID = Query(select(*_USER_COLUMNS).where(User.telegram_id == bindparam("telegram_id")))
+USER_COLUMNS = tuple(User.__table__.columns)
+_BY_TELEGRAM_ID = Query(select(*USER_COLUMNS).where(User.telegram_id == bindparam("telegram_id")))
+
+
+def adopt_user(session: AsyncSession, row: Sequence[Any]) -> User:
+    """The session's ``User`` for a row of ``USER_COLUMNS`` read by the reader, as if the session had loaded it.
+
+    ``make_transient_to_detached`` marks the columns as loaded (nothing to write) and ``add`` puts the
+    object into the identity map, so changes to it are flushed and committed like any other; an
+    object the session already holds is returned as it is.
+    """
+    sync = session.sync_session
+    existing = sync.identity_map.get(identity_key(User, row[0]))
+    if isinstance(existing, User):
+        return existing
+    user = User(**{column.key: value for column, value in zip(USER_COLUMNS, row, strict=True)})
+    make_transient_to_detached(user)
+    sync.add(user)
+    return user
 
 
 class UserRepository:
@@ -45,20 +62,7 @@ class UserRepository:
         return None if row is None else self._adopt(row)
 
     def _adopt(self, row: Sequence[Any]) -> User:
-        """The session's ``User`` for a row read by the reader, as if the session had loaded it.
-
-        ``make_transient_to_detached`` marks the columns as loaded (nothing to write) and ``add`` puts the
-        object into the identity map, so changes to it are flushed and committed like any other; an
-        object the session already holds is returned as it is.
-        """
-        session = self.session.sync_session
-        existing = session.identity_map.get(identity_key(User, row[0]))
-        if isinstance(existing, User):
-            return existing
-        user = User(**{column.key: value for column, value in zip(_USER_COLUMNS, row, strict=True)})
-        make_transient_to_detached(user)
-        session.add(user)
-        return user
+        return adopt_user(self.session, row)
 
     async def by_id(self, user_id: int) -> User | None:
         return await self.session.get(User, user_id)
