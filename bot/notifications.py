@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aiogram.types import InlineKeyboardMarkup
-from aiogram.utils.keyboard import InlineKeyboardBuilder
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import aliased
 
@@ -113,6 +113,15 @@ def _new_lead(row: Sequence[Any]) -> tuple[LeadFacts, Recipient | None]:
         return lead, None
     first_name, last_name, username, telegram_id, language, is_active = row[8:14]
     return lead, Recipient(lead.assigned_to_id, first_name or "", last_name, username, telegram_id, language, is_active)
+
+
+def _button(text: str, data: CallbackData) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=text, callback_data=data.pack())
+
+
+def _column(*buttons: InlineKeyboardButton) -> InlineKeyboardMarkup:
+    """One button a row. Built directly: a keyboard builder deep-copies its rows, a cost paid per recipient."""
+    return InlineKeyboardMarkup(inline_keyboard=[[button] for button in buttons])
 
 
 def team_post_key(lead_id: int) -> str:
@@ -358,9 +367,7 @@ class OutboxNotifier:
         text = self.lead_text(texts, lead, "notify.new_lead", assignee=assignee)
         if assignee is not None or lead.assigned_to_id is not None:
             return text, None
-        builder = InlineKeyboardBuilder()
-        builder.button(text=texts.t("notify.btn.take"), callback_data=LeadCB(action=LeadAction.TAKE, lead_id=lead.id))
-        return text, builder.as_markup()
+        return text, _column(_button(texts.t("notify.btn.take"), LeadCB(action=LeadAction.TAKE, lead_id=lead.id)))
 
     def status_text(self, texts: Texts, lead: Lead, old: LeadStatus, new: LeadStatus, actor: User | None) -> str:
         text = texts.t(
@@ -376,21 +383,16 @@ class OutboxNotifier:
         return text
 
     def open_button(self, texts: Texts, lead: Lead) -> InlineKeyboardMarkup:
-        builder = InlineKeyboardBuilder()
-        builder.button(text=texts.t("notify.btn.open"), callback_data=LeadCB(action=LeadAction.OPEN, lead_id=lead.id))
-        return builder.as_markup()
+        return _column(_button(texts.t("notify.btn.open"), LeadCB(action=LeadAction.OPEN, lead_id=lead.id)))
 
     def lead_buttons(self, texts: Texts, lead: Lead | LeadFacts, recipient: User | Recipient) -> InlineKeyboardMarkup:
         """Open the card; "Take into work" when the recipient may (their own lead, still new)."""
-        builder = InlineKeyboardBuilder()
-        builder.button(text=texts.t("notify.btn.open"), callback_data=LeadCB(action=LeadAction.OPEN, lead_id=lead.id))
+        buttons = [_button(texts.t("notify.btn.open"), LeadCB(action=LeadAction.OPEN, lead_id=lead.id))]
         if lead.status == LeadStatus.NEW and lead.assigned_to_id == recipient.id:
-            builder.button(
-                text=texts.t("notify.btn.take_work"),
-                callback_data=LeadStatusCB(lead_id=lead.id, code=StatusCode.IN_WORK),
+            buttons.append(
+                _button(texts.t("notify.btn.take_work"), LeadStatusCB(lead_id=lead.id, code=StatusCode.IN_WORK))
             )
-        builder.adjust(1)
-        return builder.as_markup()
+        return _column(*buttons)
 
     # ---- helpers -----------------------------------------------------------------------------------------
 
