@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from db import sqlite_driver
+
+# Engines whose connection runs on the event loop (db.sqlite_driver.InlineConnection): nothing they do
+# ever waits on the loop, so closing a session cannot be cut short by a cancellation.
+_ON_LOOP: weakref.WeakSet[AsyncEngine] = weakref.WeakSet()
+
+
+def runs_on_loop(engine: object) -> bool:
+    return isinstance(engine, AsyncEngine) and engine in _ON_LOOP
 
 
 def is_sqlite(url: str) -> bool:
@@ -37,6 +46,8 @@ def create_engine(url: str, *, echo: bool = False, on_loop: bool = True) -> Asyn
                 cparams["timeout"] = 30
                 kwargs["async_creator"] = lambda: sqlite_driver.connect(*cargs, **cparams)
     engine = create_async_engine(url, **kwargs)
+    if "async_creator" in kwargs and on_loop:
+        _ON_LOOP.add(engine)
     if is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)

@@ -7,13 +7,12 @@ commit, so a notification exists exactly when its change does.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from db.engine import runs_on_loop
 from db.events import DomainEvent
 from db.reader import Reader
 from db.repositories import InviteRepository, LeadRepository, UserRepository
@@ -38,7 +37,7 @@ class UnitOfWork:
         self.users = UserRepository(session, settings.access, self.reader)
         self.invites = InviteRepository(session, settings.access)
         self.leads = LeadRepository(session, settings.crm, self.events, self.reader)
-        self.outbox = OutboxRepository(session)
+        self.outbox = OutboxRepository(session, self.reader)
         self.followups = FollowUpRepository(session)
         self.reminders = ReminderRepository(session)
         self.tokens = ApiTokenRepository(session)
@@ -67,14 +66,37 @@ class UnitOfWorkFactory:
         self.sessionmaker = sessionmaker
         self.settings = settings
         self.sink = sink
+        self._close_inline = runs_on_loop(sessionmaker.kw.get("bind"))
 
-    @asynccontextmanager
-    async def __call__(self) -> AsyncIterator[UnitOfWork]:
-        async with self.sessionmaker() as session:
-            uow = UnitOfWork(session, self.settings, self.sink)
-            try:
-                yield uow
-            finally:
-                # Closing the session rolls back whatever was not committed; unlike rollback() it
-                # leaves loaded objects readable after the block.
-                uow.events.clear()
+    def __call__(self) -> UnitOfWorkScope:
+        return UnitOfWorkScope(self.sessionmaker(), self.settings, self.sink, close_inline=self._close_inline)
+
+
+class UnitOfWorkScope:
+    """``async with uow_factory() as uow``: the unit of work, and its session closed on the way out.
+
+    Closing rolls back whatever was not committed; unlike rollback() it leaves loaded objects readable
+    after the block.
+    """
+
+    __slots__ = ("_close_inline", "session", "uow")
+
+    def __init__(
+        self, session: AsyncSession, settings: Settings, sink: EventSink | None, *, close_inline: bool
+    ) -> None:
+        self.session = session
+        self.uow = UnitOfWork(session, settings, sink)
+        self._close_inline = close_inline
+
+    async def __aenter__(self) -> UnitOfWork:
+        return self.uow
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.uow.events.clear()
+        if self._close_inline:
+            # ``async with session`` closes it in a task of its own, shielded from cancellation: a task
+            # and two turns of the event loop for every update. With the connection on the loop the
+            # close never waits on anything, so no cancellation can cut it short: it is simply awaited.
+            await self.session.close()
+        else:
+            await self.session.__aexit__(*exc_info)
