@@ -14,6 +14,10 @@ processors of its columns; ``Reader`` runs it:
 
 Both ways give the same plain tuples with the same Python values. Only column SELECTs belong here (no
 ORM entities, no expanding ``IN``); what they return becomes small row types, not ORM objects.
+
+Creating a lead writes its rows the same way (``Query`` of a Core INSERT with its column names, run by
+``all`` when it has RETURNING, by ``many`` once per row otherwise): rows nobody changes afterwards need
+no unit of work, and each statement through the session would cost that same overhead.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select
+from sqlalchemy import Insert, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import SessionTransaction
@@ -50,12 +54,18 @@ class _Plan:
 
 
 class Query:
-    """A Core SELECT of columns, built once at import time, with its compiled SQLite form cached."""
+    """A Core SELECT of columns, built once at import time, with its compiled SQLite form cached.
 
-    __slots__ = ("_plans", "stmt")
+    Or a Core INSERT of the named ``columns`` (the keys of each row given), RETURNING plain columns or nothing.
+    """
 
-    def __init__(self, stmt: Select[*tuple[Any, ...]]) -> None:
+    __slots__ = ("_plans", "columns", "stmt")
+
+    def __init__(self, stmt: Select[*tuple[Any, ...]] | Insert, columns: Sequence[str] | None = None) -> None:
+        if isinstance(stmt, Insert) != (columns is not None):
+            raise TypeError("an INSERT needs its column names, a SELECT has none")
         self.stmt = stmt
+        self.columns = None if columns is None else list(columns)
         self._plans: dict[str, _Plan] = {}
 
     def plan(self, dialect: Dialect) -> _Plan:
@@ -65,7 +75,7 @@ class Query:
         return plan
 
     def _compile(self, dialect: Dialect) -> _Plan:
-        compiled = self.stmt.compile(dialect=dialect)
+        compiled = self.stmt.compile(dialect=dialect, column_keys=self.columns)
         if compiled.positiontup is None:
             raise TypeError(f"{dialect.name} does not use positional parameters")
         params = []
@@ -79,9 +89,8 @@ class Query:
                     process=bind.type.dialect_impl(dialect).bind_processor(dialect),
                 )
             )
-        columns = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in self.stmt.selected_columns
-        )
+        selected = self.stmt.selected_columns if isinstance(self.stmt, Select) else self.stmt.exported_columns
+        columns = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in selected)
         return _Plan(
             sql=compiled.string,
             params=tuple(params),
@@ -107,12 +116,7 @@ class Reader:
             return [tuple(row) for row in (await self.session.execute(query.stmt, dict(params or {}))).all()]
         assert self._dialect is not None
         plan = query.plan(self._dialect)
-        given = params or {}
-        values = []
-        for param in plan.params:
-            value = given[param.name] if param.required else given.get(param.name, param.value)
-            values.append(value if param.process is None or value is None else param.process(value))
-        rows = connection.execute(plan.sql, values).fetchall()
+        rows = connection.execute(plan.sql, _bind(plan, params or {})).fetchall()
         if plan.plain:
             return rows
         processors = plan.columns
@@ -124,6 +128,18 @@ class Reader:
     async def one_or_none(self, query: Query, params: Mapping[str, Any] | None = None) -> Sequence[Any] | None:
         rows = await self.all(query, params)
         return rows[0] if rows else None
+
+    async def many(self, query: Query, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run ``query`` (an INSERT without RETURNING) once per row, in one executemany."""
+        if not rows:
+            return
+        connection = await self._sqlite()
+        if connection is None:
+            await self.session.execute(query.stmt, list(rows))
+            return
+        assert self._dialect is not None
+        plan = query.plan(self._dialect)
+        connection.executemany(plan.sql, [_bind(plan, row) for row in rows])
 
     async def _sqlite(self) -> sqlite3.Connection | None:
         """The ``sqlite3`` connection of the session's current transaction, or None to go through the ORM."""
@@ -140,3 +156,12 @@ class Reader:
         self._dialect = connection.dialect
         self._transaction = session.get_transaction()
         return self._connection
+
+
+def _bind(plan: _Plan, given: Mapping[str, Any]) -> list[Any]:
+    """The positional parameters of ``plan`` from ``given``, type-processed as SQLAlchemy would."""
+    values = []
+    for param in plan.params:
+        value = given[param.name] if param.required else given.get(param.name, param.value)
+        values.append(value if param.process is None or value is None else param.process(value))
+    return values

@@ -3,10 +3,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
-from db.enums import HistoryAction, LeadStatus
+from bot.config import Settings
+from bot.notifications import OutboxNotifier
+from db.engine import create_engine, create_sessionmaker
+from db.enums import HistoryAction, LeadStatus, OutboxStatus
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
+from db.models import OutboxMessage
 from db.repositories import LeadDraft, LeadFilter
 from db.uow import UnitOfWorkFactory
 from tests.conftest import Team
@@ -89,6 +93,32 @@ async def test_a_created_lead_is_the_sessions_own_with_its_people(uow_factory: U
             team.seller.id,
             2,
         )
+
+
+async def test_creating_through_the_thread_driver_writes_the_same_rows(settings: Settings, team: Team) -> None:
+    # db.reader's other way (the session's own execute) for the INSERTs of a new lead and its notification.
+    engine = create_engine(settings.database.url, on_loop=False)
+    factory = UnitOfWorkFactory(create_sessionmaker(engine), settings, OutboxNotifier(settings))
+    try:
+        async with factory() as uow:
+            lead = await uow.leads.create(team.mop.user, draft(assigned_to=team.seller.id))
+            with pytest.raises(DuplicateLead) as info:
+                await uow.leads.create(team.rop.user, draft())
+            assert info.value.existing_lead_id == lead.id
+            await uow.commit()
+        async with factory() as uow:
+            history = await uow.leads.history(team.admin.user, lead.id)
+            outbox = (await uow.session.scalars(select(OutboxMessage))).all()
+    finally:
+        await engine.dispose()
+    assert [(h.action, h.new_value) for h in history] == [
+        (HistoryAction.CREATED, LeadStatus.NEW.value),
+        (HistoryAction.ASSIGNED, "Продажник Иванов"),
+    ]
+    assert [(row.idempotency_key, row.chat_id, row.status) for row in outbox] == [
+        (f"new:{lead.id}:{team.seller.id}", team.seller.chat_id, OutboxStatus.PENDING)
+    ]
+    assert f"#{lead.id}" in outbox[0].payload["text"]
 
 
 async def test_soft_delete_frees_the_phone_and_keeps_history(uow_factory: UnitOfWorkFactory, team: Team) -> None:

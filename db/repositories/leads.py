@@ -119,18 +119,20 @@ _LATEST_HISTORY = (
 )
 
 
-# Creating a lead writes Core rows, not ORM objects (no unit-of-work bookkeeping for rows nobody changes
-# afterwards). The lead: one INSERT that the partial unique index on the live phone decides, with no
-# check beforehand and no SAVEPOINT: SQLite skips a conflicting row (the lead another transaction
-# created first) and the transaction goes on. Its history rows: one INSERT, executemany.
+# Creating a lead writes plain rows by db.reader, not ORM objects (no unit-of-work bookkeeping for rows
+# nobody changes afterwards). The lead: one INSERT that the partial unique index on the live phone
+# decides, with no check beforehand and no SAVEPOINT: SQLite skips a conflicting row (the lead another
+# transaction created first) and the transaction goes on. Its history rows: one INSERT, executemany.
 _LEAD_TABLE = cast(Table, Lead.__table__)
 _LEAD_COLUMNS = tuple(column.key for column in _LEAD_TABLE.columns if column.key != "id")
-_INSERT_LEAD = (
+_INSERT_LEAD = Query(
     sqlite_insert(_LEAD_TABLE)
     .on_conflict_do_nothing(index_elements=[Lead.phone_number], index_where=Lead.deleted_at.is_(None))
-    .returning(Lead.id)
+    .returning(Lead.id),
+    columns=_LEAD_COLUMNS,
 )
-_INSERT_HISTORY = insert(cast(Table, LeadHistory.__table__))
+_HISTORY_COLUMNS = ("lead_id", "action", "field", "old_value", "new_value", "changed_by_id", "changed_at")
+_INSERT_HISTORY = Query(insert(cast(Table, LeadHistory.__table__)), columns=_HISTORY_COLUMNS)
 _LIVE_BY_PHONE = Query(select(Lead.id).where(Lead.phone_number == bindparam("phone"), Lead.deleted_at.is_(None)))
 _USER_BY_ID = Query(select(*USER_COLUMNS).where(User.id == bindparam("user_id")))
 
@@ -519,27 +521,23 @@ class LeadRepository:
             reminder_count=0,
             next_reminder_at=None,
         )
-        session = self.session.sync_session
-        if session.new or session.dirty or session.deleted:
-            # A Core statement does not autoflush: e.g. a lead soft-deleted earlier in this unit of work
-            # must be written before its phone is taken again.
-            await self.session.flush()
-        values = {key: getattr(lead, key) for key in _LEAD_COLUMNS}
-        lead_id = (await self.session.execute(_INSERT_LEAD, values)).scalar_one_or_none()
-        if lead_id is None:
+        # The reader flushes pending changes first: a lead soft-deleted earlier in this unit of work has
+        # given its phone back by the time it is taken again.
+        inserted = await self.reader.one_or_none(_INSERT_LEAD, {key: getattr(lead, key) for key in _LEAD_COLUMNS})
+        if inserted is None:
             existing = await self.reader.one_or_none(_LIVE_BY_PHONE, {"phone": phone})
             raise DuplicateLead(phone, existing[0] if existing else 0)
-        lead.id = lead_id
+        lead_id = lead.id = inserted[0]
         # The people are in this session already (the acting user, the assignee just checked): the lead
         # joins the session as if loaded with them, so nothing is read back after the insert.
         lead.assigned_to = assignee
         lead.created_by = await self._in_session(actor)
         make_transient_to_detached(lead)
-        session.add(lead)
+        self.session.sync_session.add(lead)
         history = [_history_values(lead_id, actor, HistoryAction.CREATED, None, LeadStatus.NEW.value, at=now)]
         if assignee is not None:
             history.append(_history_values(lead_id, actor, HistoryAction.ASSIGNED, None, assignee.full_name, at=now))
-        await self.session.execute(_INSERT_HISTORY, history)
+        await self.reader.many(_INSERT_HISTORY, history)
         self.events.append(LeadCreated(lead_id, actor.id))
         return lead
 

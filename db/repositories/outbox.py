@@ -24,12 +24,27 @@ from db import permissions
 from db.enums import OutboxStatus
 from db.errors import Forbidden
 from db.models import OutboxMessage, User, utcnow
+from db.reader import Query, Reader
 
 ERROR_LIMIT = 1000
 
 # ``enqueue_many``: a key already queued makes its row insert nothing (the unique index on the key).
-_INSERT_MANY = sqlite_insert(cast(Table, OutboxMessage.__table__)).on_conflict_do_nothing(
-    index_elements=[OutboxMessage.idempotency_key]
+_INSERT_MANY = Query(
+    sqlite_insert(cast(Table, OutboxMessage.__table__)).on_conflict_do_nothing(
+        index_elements=[OutboxMessage.idempotency_key]
+    ),
+    columns=(
+        "idempotency_key",
+        "chat_id",
+        "thread_id",
+        "user_id",
+        "kind",
+        "payload",
+        "status",
+        "created_at",
+        "next_attempt_at",
+        "attempts",
+    ),
 )
 
 
@@ -52,8 +67,9 @@ class OutboxOverview:
 
 
 class OutboxRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, reader: Reader) -> None:
         self.session = session
+        self.reader = reader
 
     async def enqueue(
         self,
@@ -87,12 +103,7 @@ class OutboxRepository:
     async def enqueue_many(self, rows: Sequence[OutboxRow]) -> None:
         """Queue messages in one statement, each idempotent by its key like ``enqueue`` (whether a row
         was new is not reported). Rows are written at once, not at the next flush: pending ORM changes
-        are flushed first, so the order of writes stays the order of calls."""
-        if not rows:
-            return
-        session = self.session.sync_session
-        if session.new or session.dirty or session.deleted:
-            await self.session.flush()
+        are flushed first (db.reader), so the order of writes stays the order of calls."""
         now = utcnow()
         values = [
             {
@@ -109,7 +120,7 @@ class OutboxRepository:
             }
             for row in rows
         ]
-        await self.session.execute(_INSERT_MANY, values)
+        await self.reader.many(_INSERT_MANY, values)
 
     # ---- the delivery worker ---------------------------------------------------------------------------
 
