@@ -5,11 +5,11 @@ dispatcher only, and the tests build a fresh production dispatcher for every cas
 
 Order matters, for meaning and for speed:
 
-- ``common`` first: ``/cancel`` must win over any conversation step waiting for text;
-- then the features, the busiest first: aiogram walks the routers in order for every update, and each
-  router passed costs a third of a whole no-op dispatch. The card and the lists are most of the traffic;
-  a feature's conversation steps sit in a sub-router behind one state check
-  (``handlers.filters.conversation_router``), so outside it they cost one check;
+- the busiest features first: aiogram walks the routers in order for every update, and each router
+  passed costs a third of a whole no-op dispatch. The card and the lists are most of the traffic;
+- a feature's conversation steps sit in a sub-router behind one check of the state
+  (``handlers.filters.conversation_router``), which also keeps commands and cancel words away from
+  them: ``/cancel`` in ``common`` wins over any step waiting for text wherever ``common`` stands;
 - ``fallback`` for anything nothing else took;
 - ``errors`` last: it has only error handlers, and an error event is rare, so no ordinary update
   should have to pass it.
@@ -37,9 +37,9 @@ from handlers import (
 
 def get_routers() -> list[Router]:
     return [
-        common.create_router(),
         lead_card.create_router(),
         leads_list.create_router(),
+        common.create_router(),
         new_lead.create_router(),
         start.create_router(),
         people.create_router(),

@@ -14,7 +14,7 @@ from bot.views import esc
 from db.enums import Role
 from db.models import User
 from db.uow import UnitOfWork
-from handlers.filters import TextIn
+from handlers.filters import CANCEL_WORDS, TextIn
 from keyboards.callbacks import LangCB
 
 
@@ -54,7 +54,7 @@ async def on_lang(query: CallbackQuery, callback_data: LangCB, actor: User, uow:
 def create_router() -> Router:
     router = Router(name=__name__)
     router.message.register(cmd_cancel, Command("cancel"), StateFilter("*"))
-    router.message.register(cmd_cancel, TextIn("отмена", "cancel"), StateFilter("*"))
+    router.message.register(cmd_cancel, TextIn(*CANCEL_WORDS), StateFilter("*"))
     router.message.register(cmd_help, Command("help"), StateFilter("*"))
     router.message.register(cmd_lang, Command("lang"), StateFilter("*"))
     router.callback_query.register(on_lang, LangCB.filter())

@@ -38,6 +38,27 @@ class TextIn(Filter):
         return message.text is not None and message.text.strip().casefold() in self.words
 
 
+# Typed instead of /cancel: what ``common`` takes as "leave the conversation".
+CANCEL_WORDS = ("отмена", "cancel")
+
+
+class ConversationInput(Filter):
+    """What a conversation step may take: anything but a command or a cancel word.
+
+    Those belong to ``handlers.common`` (other commands end the conversation before routing, see
+    ``bot.middlewares.CommandLeavesConversationMiddleware``), so a step never swallows them whatever
+    the order of the routers.
+    """
+
+    _cancel = frozenset(CANCEL_WORDS)
+
+    async def __call__(self, message: Message) -> bool:
+        text = message.text
+        if text is None:
+            return True
+        return not text.startswith("/") and text.strip().casefold() not in self._cancel
+
+
 class PrivateChat(Filter):
     """The message was written in a private chat with the bot (not in a group)."""
 
@@ -50,10 +71,10 @@ def conversation_router(name: str, *groups: type[StatesGroup]) -> Router:
 
     Its messages and button presses are checked against the state once, at the router, so an update
     outside these conversations skips all their step handlers with a single check instead of one per
-    step.
+    step. Commands and cancel words never reach the steps (``ConversationInput``).
     """
     router = Router(name=name)
     in_conversation = StateFilter(*groups)
-    router.message.filter(in_conversation)
+    router.message.filter(in_conversation, ConversationInput())
     router.callback_query.filter(in_conversation)
     return router

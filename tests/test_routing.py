@@ -1,0 +1,106 @@
+"""The order of the routers: /cancel, the cancel words and /help win over every conversation step.
+
+The busiest routers come before ``common`` (handlers/__init__.py), so these hold only because the
+conversation steps never take a command or a cancel word (``handlers.filters.ConversationInput``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.storage.base import StorageKey
+from sqlalchemy import func, select
+
+from db.enums import StatusCode
+from db.models import Comment, Lead
+from handlers import get_routers
+from keyboards.callbacks import EditField, LeadAction, LeadCB, LeadEditCB, LeadStatusCB
+from tests.conftest import Harness, Member, Team
+from tests.test_lead_card import make_lead
+
+Enter = Callable[[Harness, Member, int], Awaitable[None]]
+
+
+async def _new(harness: Harness, who: Member, lead_id: int) -> None:
+    await harness.send(who, "/new")
+
+
+async def _comment(harness: Harness, who: Member, lead_id: int) -> None:
+    await harness.click(who, LeadCB(action=LeadAction.COMMENT, lead_id=lead_id))
+
+
+async def _refusal(harness: Harness, who: Member, lead_id: int) -> None:
+    await harness.click(who, LeadStatusCB(lead_id=lead_id, code=StatusCode.REFUSED))
+
+
+async def _edit(harness: Harness, who: Member, lead_id: int) -> None:
+    await harness.click(who, LeadEditCB(lead_id=lead_id, field=EditField.CLIENT_NAME))
+
+
+async def _find(harness: Harness, who: Member, lead_id: int) -> None:
+    await harness.send(who, "/find")
+
+
+async def _followup(harness: Harness, who: Member, lead_id: int) -> None:
+    await harness.click(who, LeadCB(action=LeadAction.FOLLOWUP, lead_id=lead_id))
+
+
+CONVERSATIONS: dict[str, Enter] = {
+    "new": _new,
+    "comment": _comment,
+    "refusal": _refusal,
+    "edit": _edit,
+    "find": _find,
+    "followup": _followup,
+}
+
+
+def _state(harness: Harness, who: Member) -> FSMContext:
+    key = StorageKey(bot_id=harness.bot.id, chat_id=who.chat_id, user_id=who.tg.id)
+    return FSMContext(storage=harness.dp.storage, key=key)
+
+
+async def _entered(harness: Harness, team: Team, enter: Enter) -> tuple[FSMContext, int]:
+    lead_id = await make_lead(harness, team, assigned=team.seller, name="Клиент Маршрутов")
+    await enter(harness, team.mop, lead_id)
+    state = _state(harness, team.mop)
+    assert await state.get_state() is not None, "the conversation did not start"
+    return state, lead_id
+
+
+async def _unchanged(harness: Harness, lead_id: int) -> None:
+    async with harness.uow_factory() as uow:
+        lead = await uow.session.get(Lead, lead_id)
+        comments = await uow.session.scalar(select(func.count()).select_from(Comment))
+    assert lead is not None and lead.client_name == "Клиент Маршрутов" and lead.status == "новый"
+    assert comments == 0
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+@pytest.mark.parametrize("cancel", ["/cancel", "Отмена", "  cancel "])
+async def test_cancel_leaves_every_conversation(harness: Harness, team: Team, conversation: str, cancel: str) -> None:
+    state, lead_id = await _entered(harness, team, CONVERSATIONS[conversation])
+    await harness.send(team.mop, cancel)
+    assert harness.last_text(team.mop.chat_id) == "Отменено."
+    assert await state.get_state() is None
+    await _unchanged(harness, lead_id)
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+async def test_help_mid_conversation_keeps_it(harness: Harness, team: Team, conversation: str) -> None:
+    state, lead_id = await _entered(harness, team, CONVERSATIONS[conversation])
+    before = await state.get_state()
+    await harness.send(team.mop, "/help")
+    assert harness.last_text(team.mop.chat_id).startswith("Команды:")
+    assert await state.get_state() == before
+    await _unchanged(harness, lead_id)
+
+
+def test_error_handlers_are_found_wherever_the_errors_router_stands() -> None:
+    routers = get_routers()
+    with_error_handlers = [router.name for router in routers if router.errors.handlers]
+    assert with_error_handlers == ["handlers.errors"]
+    # Only the errors router has error handlers, so putting it last changes no answer.
+    assert routers[-1].name == "handlers.errors"
