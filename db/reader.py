@@ -12,7 +12,7 @@ processors of its columns; ``Reader`` runs it:
   read under the same ``BEGIN IMMEDIATE``;
 - on anything else (another database, the thread driver), through ``session.execute`` as usual.
 
-Both ways give the same plain tuples with the same Python values. Only column SELECTs belong here (no
+Both ways give the same plain rows (sequences) with the same Python values. Only column SELECTs belong here (no
 ORM entities, no expanding ``IN``); what they return becomes small row types, not ORM objects.
 
 Creating a lead writes its rows the same way (``Query`` of a Core INSERT with its column names, run by
@@ -49,8 +49,9 @@ class _Param:
 class _Plan:
     sql: str
     params: tuple[_Param, ...]
-    columns: tuple[_Processor, ...]
-    plain: bool  # no column needs a processor: rows are returned as sqlite3 gives them
+    # (position, processor) of the columns whose values SQLAlchemy would convert; the others are taken
+    # as sqlite3 gives them. Empty: rows are returned as they come.
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]
 
 
 class Query:
@@ -90,12 +91,11 @@ class Query:
                 )
             )
         selected = self.stmt.selected_columns if isinstance(self.stmt, Select) else self.stmt.exported_columns
-        columns = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in selected)
+        processors = (column.type.dialect_impl(dialect).result_processor(dialect, None) for column in selected)
         return _Plan(
             sql=compiled.string,
             params=tuple(params),
-            columns=columns,
-            plain=all(process is None for process in columns),
+            processed=tuple((index, process) for index, process in enumerate(processors) if process is not None),
         )
 
 
@@ -117,13 +117,16 @@ class Reader:
         assert self._dialect is not None
         plan = query.plan(self._dialect)
         rows = connection.execute(plan.sql, _bind(plan, params or {})).fetchall()
-        if plan.plain:
+        processed = plan.processed
+        if not processed:
             return rows
-        processors = plan.columns
-        return [
-            tuple(value if process is None else process(value) for process, value in zip(processors, row, strict=True))
-            for row in rows
-        ]
+        converted: list[Sequence[Any]] = []
+        for row in rows:
+            values = list(row)
+            for index, process in processed:
+                values[index] = process(values[index])
+            converted.append(values)
+        return converted
 
     async def one_or_none(self, query: Query, params: Mapping[str, Any] | None = None) -> Sequence[Any] | None:
         rows = await self.all(query, params)
@@ -150,8 +153,8 @@ class Reader:
         if transaction is not None and transaction is self._transaction:
             return self._connection
         connection = await self.session.connection()
-        raw = await connection.get_raw_connection()
-        driver = raw.driver_connection
+        # The connection is checked out already: reading it from the sync side needs no greenlet hop.
+        driver = connection.sync_connection.connection.driver_connection if connection.sync_connection else None
         self._connection = driver._conn if isinstance(driver, InlineConnection) else None
         self._dialect = connection.dialect
         self._transaction = session.get_transaction()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
@@ -31,6 +31,8 @@ class TelegramProfile:
 
 # Every update looks its sender up: read as a plain row (db.reader), then adopted by the session.
 USER_COLUMNS = tuple(User.__table__.columns)
+_USER_KEYS = tuple(column.key for column in USER_COLUMNS)
+_USER_MANAGER = inspect(User).class_manager
 _BY_TELEGRAM_ID = Query(select(*USER_COLUMNS).where(User.telegram_id == bindparam("telegram_id")))
 
 
@@ -45,7 +47,11 @@ def adopt_user(session: AsyncSession, row: Sequence[Any]) -> User:
     existing = sync.identity_map.get(identity_key(User, row[0]))
     if isinstance(existing, User):
         return existing
-    user = User(**{column.key: value for column, value in zip(USER_COLUMNS, row, strict=True)})
+    # Filled the way the ORM's own loader fills an object: values straight into its state, where the
+    # constructor would fire an attribute event per column (a third of what every update's lookup of
+    # its sender cost).
+    user = _USER_MANAGER.new_instance()
+    user.__dict__.update(zip(_USER_KEYS, row, strict=True))
     make_transient_to_detached(user)
     sync.add(user)
     return user

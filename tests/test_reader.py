@@ -1,0 +1,98 @@
+"""db.reader: the same rows whichever way they are read, inside the update's own transaction.
+
+Hot paths read with ``Reader`` straight on the sqlite3 connection (the default engine) or through the
+session (the thread driver, other databases). These pin that both give the same Python values, that
+a read sees what the update changed before it, and that the acting user adopted from a row behaves
+like one the session loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC
+
+import pytest
+from sqlalchemy import inspect, select
+
+from bot.config import Settings
+from db.engine import create_engine, create_sessionmaker
+from db.models import Comment, Lead, User
+from db.repositories.leads import LeadDraft
+from db.repositories.users import USER_COLUMNS
+from db.uow import UnitOfWorkFactory
+from tests.conftest import Team
+
+
+@pytest.fixture(params=["on_loop", "thread"])
+async def any_factory(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[UnitOfWorkFactory]:
+    engine = create_engine(settings.database.url, on_loop=request.param == "on_loop")
+    try:
+        yield UnitOfWorkFactory(create_sessionmaker(engine), settings)
+    finally:
+        await engine.dispose()
+
+
+async def _lead(factory: UnitOfWorkFactory, team: Team) -> int:
+    async with factory() as uow:
+        lead = await uow.leads.create(
+            team.mop.user, LeadDraft("Анна <b>Ким</b>", "+998 90 123 45 67", "Instagram", 1500.5, None, team.seller.id)
+        )
+        await uow.leads.add_comment(team.seller.user, lead.id, "Первый звонок")
+        await uow.commit()
+        return lead.id
+
+
+async def test_card_values_are_the_orms_values(any_factory: UnitOfWorkFactory, team: Team) -> None:
+    lead_id = await _lead(any_factory, team)
+    async with any_factory() as uow:
+        card = await uow.leads.card(team.admin.user, lead_id)
+        lead = (await uow.session.execute(select(Lead).where(Lead.id == lead_id))).scalar_one()
+        comment = (await uow.session.execute(select(Comment).where(Comment.lead_id == lead_id))).scalar_one()
+    row = card.lead
+    assert (row.client_name, row.phone_number, row.status, row.budget) == (
+        lead.client_name,
+        lead.phone_number,
+        lead.status,
+        lead.budget,
+    )
+    assert (row.created_at, row.updated_at) == (lead.created_at, lead.updated_at)
+    assert row.created_at.tzinfo is UTC and row.updated_at.tzinfo is UTC
+    assert row.assigned_to is not None and row.assigned_to.full_name == "Продажник Иванов"
+    assert row.created_by is not None and row.created_by.id == team.mop.id
+    assert [(c.text, c.created_at, c.created_by and c.created_by.id) for c in card.comments] == [
+        (comment.text, comment.created_at, team.seller.id)
+    ]
+    assert (card.comments_total, card.history_total, card.followups_total) == (1, 2, 0)
+
+
+async def test_a_read_sees_the_updates_own_pending_changes(any_factory: UnitOfWorkFactory, team: Team) -> None:
+    lead_id = await _lead(any_factory, team)
+    async with any_factory() as uow:
+        lead = await uow.session.get(Lead, lead_id)
+        assert lead is not None
+        lead.client_name = "Переименован"  # not flushed yet: the reader flushes first, as autoflush would
+        card = await uow.leads.card(team.admin.user, lead_id)
+        assert card.lead.client_name == "Переименован"
+    async with any_factory() as uow:  # and without a commit nothing stayed
+        card = await uow.leads.card(team.admin.user, lead_id)
+        assert card.lead.client_name == "Анна <b>Ким</b>"
+
+
+async def test_the_adopted_sender_is_the_sessions_own_user(any_factory: UnitOfWorkFactory, team: Team) -> None:
+    async with any_factory() as uow:
+        actor = await uow.users.by_telegram_id(team.seller.tg.id)
+        assert actor is not None
+        state = inspect(actor)
+        assert state.persistent and not state.modified and actor not in uow.session.dirty
+        assert [getattr(actor, column.key) for column in USER_COLUMNS] == [
+            getattr(team.seller.user, column.key) for column in USER_COLUMNS
+        ]
+        assert actor.created_at.tzinfo is UTC and actor.is_active is True
+        # The session hands out this same object from then on, and a change to it is written at commit.
+        assert await uow.session.get(User, actor.id) is actor
+        assert await uow.users.by_telegram_id(team.seller.tg.id) is actor
+        actor.language = "en"
+        await uow.commit()
+    async with any_factory() as uow:
+        again = await uow.session.get(User, team.seller.id)
+        assert again is not None and again.language == "en"
