@@ -50,7 +50,7 @@ def extra_rows(actor: User, lead: LeadCardRow, texts: Texts) -> list[list[Inline
     """
     rows: list[list[InlineKeyboardButton]] = []
     if permissions.can_update(actor, lead):
-        rows.append([_button(texts.t("followups.btn.set"), LeadCB(action=LeadAction.FOLLOWUP, lead_id=lead.id))])
+        rows.append([_button(texts.t("followups.btn.set"), LeadCB.packed(LeadAction.FOLLOWUP, lead.id))])
     return rows
 
 
@@ -61,25 +61,23 @@ def card_keyboard(
     rows: list[list[InlineKeyboardButton]] = []
     first: list[InlineKeyboardButton] = []
     if moves:
-        first.append(_button(texts.t("card.btn.status"), LeadCB(action=LeadAction.STATUS, lead_id=lead_id)))
+        first.append(_button(texts.t("card.btn.status"), LeadCB.packed(LeadAction.STATUS, lead_id)))
     if permissions.can_comment(actor, lead):
-        first.append(_button(texts.t("card.btn.comment"), LeadCB(action=LeadAction.COMMENT, lead_id=lead_id)))
+        first.append(_button(texts.t("card.btn.comment"), LeadCB.packed(LeadAction.COMMENT, lead_id)))
     second: list[InlineKeyboardButton] = []
     if permissions.can_assign(actor):
-        second.append(_button(texts.t("card.btn.assign"), LeadCB(action=LeadAction.ASSIGN, lead_id=lead_id)))
+        second.append(_button(texts.t("card.btn.assign"), LeadCB.packed(LeadAction.ASSIGN, lead_id)))
     if permissions.can_update(actor, lead):
-        second.append(_button(texts.t("card.btn.edit"), LeadCB(action=LeadAction.EDIT, lead_id=lead_id)))
+        second.append(_button(texts.t("card.btn.edit"), LeadCB.packed(LeadAction.EDIT, lead_id)))
     if permissions.can_delete(actor):
-        second.append(_button(texts.t("card.btn.delete"), LeadCB(action=LeadAction.DELETE, lead_id=lead_id)))
+        second.append(_button(texts.t("card.btn.delete"), LeadCB.packed(LeadAction.DELETE, lead_id)))
     rows += [row for row in (first, second) if row]
     rows += extra_rows(actor, lead, texts)
     more: list[InlineKeyboardButton] = []
     if card.more_comments:
-        more.append(
-            _button(texts.t("card.btn.more_comments"), LeadCB(action=LeadAction.MORE_COMMENTS, lead_id=lead_id))
-        )
+        more.append(_button(texts.t("card.btn.more_comments"), LeadCB.packed(LeadAction.MORE_COMMENTS, lead_id)))
     if card.more_history:
-        more.append(_button(texts.t("card.btn.more_history"), LeadCB(action=LeadAction.MORE_HISTORY, lead_id=lead_id)))
+        more.append(_button(texts.t("card.btn.more_history"), LeadCB.packed(LeadAction.MORE_HISTORY, lead_id)))
     if more:
         rows.append(more)
     return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
@@ -145,8 +143,8 @@ def delete_keyboard(lead_id: int, texts: Texts) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [
-                _button(texts.t("card.btn.delete_confirm"), LeadCB(action=LeadAction.DELETE_CONFIRM, lead_id=lead_id)),
-                _button(texts.t("common.no"), LeadCB(action=LeadAction.CARD, lead_id=lead_id)),
+                _button(texts.t("card.btn.delete_confirm"), LeadCB.packed(LeadAction.DELETE_CONFIRM, lead_id)),
+                _button(texts.t("common.no"), LeadCB.packed(LeadAction.CARD, lead_id)),
             ]
         ]
     )
@@ -156,15 +154,15 @@ def more_keyboard(kind: MoreKind, lead_id: int, next_before: int | None, texts: 
     row: list[InlineKeyboardButton] = []
     if next_before is not None:
         row.append(_button(texts.t("card.btn.older"), LeadMoreCB(kind=kind, lead_id=lead_id, before_id=next_before)))
-    row.append(_button(texts.t("card.btn.card"), LeadCB(action=LeadAction.OPEN, lead_id=lead_id)))
+    row.append(_button(texts.t("card.btn.card"), LeadCB.packed(LeadAction.OPEN, lead_id)))
     return InlineKeyboardMarkup(inline_keyboard=[row])
 
 
 def _back(lead_id: int, texts: Texts) -> InlineKeyboardButton:
-    return _button(texts.t("common.back"), LeadCB(action=LeadAction.CARD, lead_id=lead_id))
+    return _button(texts.t("common.back"), LeadCB.packed(LeadAction.CARD, lead_id))
 
 
 def _button(
-    text: str, data: LeadCB | LeadStatusCB | AssignCB | LeadEditCB | LeadSourceCB | LeadMoreCB
+    text: str, data: str | LeadCB | LeadStatusCB | AssignCB | LeadEditCB | LeadSourceCB | LeadMoreCB
 ) -> InlineKeyboardButton:
-    return InlineKeyboardButton(text=text, callback_data=data.pack())
+    return InlineKeyboardButton(text=text, callback_data=data if isinstance(data, str) else data.pack())

@@ -67,7 +67,7 @@ def open_button(lead: LeadRow) -> InlineKeyboardButton:
     # Button captions are plain text: no escaping, only a length cap.
     return InlineKeyboardButton(
         text=_shorten(f"#{lead.id} · {lead.client_name}"),
-        callback_data=LeadCB(action=LeadAction.OPEN, lead_id=lead.id).pack(),
+        callback_data=LeadCB.packed(LeadAction.OPEN, lead.id),
     )
 
 
