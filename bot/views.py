@@ -21,7 +21,11 @@ _CURRENCY_SIGNS = {"USD": "$", "EUR": "€", "RUB": "₽", "GBP": "£"}
 
 def esc(value: object) -> str:
     """Escape user-supplied text for Telegram HTML."""
-    return html.escape("" if value is None else str(value), quote=False)
+    text = "" if value is None else str(value)
+    # Most names and notes have nothing to escape; three scans are cheaper than three replaces.
+    if "&" not in text and "<" not in text and ">" not in text:
+        return text
+    return html.escape(text, quote=False)
 
 
 def status_label(texts: Texts, status: LeadStatus | str) -> str:
@@ -52,7 +56,9 @@ def format_money(amount: float | None, currency: str) -> str:
 def format_dt(moment: datetime | None, tz: ZoneInfo) -> str:
     if moment is None:
         return "—"
-    return moment.astimezone(tz).strftime("%d.%m.%Y %H:%M")
+    local = moment.astimezone(tz)
+    # "%d.%m.%Y %H:%M" without strftime, which is several times slower (a card shows a dozen dates).
+    return f"{local.day:02d}.{local.month:02d}.{local.year:04d} {local.hour:02d}:{local.minute:02d}"
 
 
 def format_phone_html(e164: str) -> str:

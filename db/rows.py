@@ -22,10 +22,11 @@ class PersonRow:
     first_name: str
     last_name: str | None
     username: str | None
+    # As ``User.full_name``; made once, since a card shows it on every line of the person's.
+    full_name: str = field(init=False)
 
-    @property
-    def full_name(self) -> str:
-        return person_name(self.first_name, self.last_name, self.id)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "full_name", person_name(self.first_name, self.last_name, self.id))
 
     @staticmethod
     def of(
