@@ -96,7 +96,9 @@ class UnitOfWorkScope:
         if self._close_inline:
             # ``async with session`` closes it in a task of its own, shielded from cancellation: a task
             # and two turns of the event loop for every update. With the connection on the loop the
-            # close never waits on anything, so no cancellation can cut it short: it is simply awaited.
-            await self.session.close()
+            # close never waits on anything, so no cancellation can cut it short: it is simply awaited,
+            # and only when there is something to close: a commit has already given the connection back.
+            if self.session.sync_session.in_transaction():
+                await self.session.close()
         else:
             await self.session.__aexit__(*exc_info)
