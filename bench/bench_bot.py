@@ -20,9 +20,10 @@ Telegram and records nothing:
 
 Each scenario's updates/s is set beside aiogram's own no-op dispatch rate measured in the same run: a
 bare ``Dispatcher`` with one router whose handler does nothing, fed the same kind of update (a message
-or a callback query). The rounds interleave the no-op floor with every scenario, and each ratio is the
-median over rounds of (scenario rate / that round's floor), which cancels most of the noise of a shared
-machine. p99 is over all measured updates of all rounds.
+or a callback query). In every round, blocks of 25 no-op updates and 25 of the scenario alternate, and
+the round's ratio is the scenario's rate over the floor's rate in that same stretch of time; the ratio
+reported is the median over rounds, which cancels most of the noise of a shared machine. p99 is over
+all measured updates of all rounds.
 
 The burst feeds 100 mixed updates at once (``asyncio.gather`` of ``feed_update``): 32 card opens, 30
 first pages, 30 deep pages and 8 creates by 8 different people; its wall time is reported as the
@@ -75,6 +76,7 @@ READ_TARGET = 0.20
 CREATE_TARGET = 0.10
 BURST_TARGET = 0.3
 BURST_SIZE = 100
+BLOCK = 25  # updates per alternating block of the floor and a scenario
 
 VIEWERS = (Role.ADMIN, Role.ROP, Role.MOP, Role.FINANCE)
 CREATORS = (Role.ADMIN, Role.ROP, Role.MOP)
@@ -215,12 +217,21 @@ class Bench:
 
     # ---- measuring ----------------------------------------------------------------------------------
 
-    async def run(self, dispatcher: Dispatcher, make: Callable[[int], Awaitable[Update]], n: int) -> list[float]:
+    async def run(
+        self,
+        dispatcher: Dispatcher,
+        make: Callable[[int], Awaitable[Update]],
+        n: int,
+        *,
+        start: int = 0,
+        collect: bool = True,
+    ) -> list[float]:
         latencies: list[float] = []
         feed = dispatcher.feed_update
         bot = self.bot
-        gc.collect()
-        for i in range(n):
+        if collect:
+            gc.collect()
+        for i in range(start, start + n):
             update = await make(i)
             started = time.perf_counter()
             await feed(bot, update)
@@ -309,19 +320,25 @@ async def main(args: argparse.Namespace, data: BenchData) -> int:
             floors: dict[str, Result] = {kind: Result() for kind in noop_make}
             results: dict[str, Result] = {scenario.name: Result() for scenario in scenarios}
             for round_no in range(args.rounds):
-                round_floor: dict[str, float] = {}
-                for kind, make in noop_make.items():
-                    latencies = await bench.run(noop, make, args.updates * 4)
-                    rate = len(latencies) / sum(latencies)
-                    floors[kind].rates.append(rate)
-                    floors[kind].latencies += latencies
-                    round_floor[kind] = rate
                 for scenario in scenarios:
-                    latencies = await bench.run(dispatcher, scenario.make, args.updates)
+                    # Blocks of the floor and of the scenario alternate, so both rates come from the same
+                    # stretch of time on a machine whose speed wanders.
+                    floor_latencies: list[float] = []
+                    latencies = []
+                    gc.collect()
+                    for start in range(0, args.updates, BLOCK):
+                        n = min(BLOCK, args.updates - start)
+                        offset = round_no * args.updates + start
+                        floor_make = noop_make[scenario.kind]
+                        floor_latencies += await bench.run(noop, floor_make, n, start=offset, collect=False)
+                        latencies += await bench.run(dispatcher, scenario.make, n, start=offset, collect=False)
+                    floor_rate = len(floor_latencies) / sum(floor_latencies)
                     rate = len(latencies) / sum(latencies)
+                    floors[scenario.kind].rates.append(floor_rate)
+                    floors[scenario.kind].latencies += floor_latencies
                     result = results[scenario.name]
                     result.rates.append(rate)
-                    result.ratios.append(rate / round_floor[scenario.kind])
+                    result.ratios.append(rate / floor_rate)
                     result.latencies += latencies
                 print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr)
 
