@@ -10,6 +10,7 @@ Order matters, for meaning and for speed:
 - a feature's conversation steps sit in a sub-router behind one check of the state
   (``handlers.filters.conversation_router``), which also keeps commands and cancel words away from
   them: ``/cancel`` in ``common`` wins over any step waiting for text wherever ``common`` stands;
+- a router lets in only the button presses its handlers are for (``handlers.filters.callbacks_by_prefix``);
 - ``fallback`` for anything nothing else took;
 - ``errors`` last: it has only error handlers, and an error event is rare, so no ordinary update
   should have to pass it.
@@ -33,10 +34,11 @@ from handlers import (
     team,
     tokens,
 )
+from handlers.filters import callbacks_by_prefix
 
 
 def get_routers() -> list[Router]:
-    return [
+    routers = [
         lead_card.create_router(),
         leads_list.create_router(),
         common.create_router(),
@@ -50,3 +52,4 @@ def get_routers() -> list[Router]:
         fallback.create_router(),
         errors.create_router(),
     ]
+    return [callbacks_by_prefix(router) for router in routers]

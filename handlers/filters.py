@@ -7,11 +7,14 @@ reaches it. These do the same checks on the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from aiogram import Router
 from aiogram.enums import ChatType
 from aiogram.filters import Filter, StateFilter
+from aiogram.filters.callback_data import CallbackData, CallbackQueryFilter
 from aiogram.fsm.state import StatesGroup
-from aiogram.types import Message
+from aiogram.types import CallbackQuery, Message
 
 
 class HasText(Filter):
@@ -78,3 +81,46 @@ def conversation_router(name: str, *groups: type[StatesGroup]) -> Router:
     router.message.filter(in_conversation, ConversationInput())
     router.callback_query.filter(in_conversation)
     return router
+
+
+class CallbackPrefix(Filter):
+    """The button's data belongs to one of ``classes`` (by its prefix, without unpacking it)."""
+
+    def __init__(self, classes: set[type[CallbackData]]) -> None:
+        separators = {cls.__separator__ for cls in classes}
+        if len(separators) != 1:
+            raise ValueError("callback data classes of one router must share their separator")
+        self.separator = separators.pop()
+        self.prefixes = frozenset(cls.__prefix__ for cls in classes)
+
+    async def __call__(self, query: CallbackQuery) -> bool:
+        data = query.data
+        return data is not None and data.partition(self.separator)[0] in self.prefixes
+
+
+def callbacks_by_prefix(router: Router) -> Router:
+    """Let into ``router`` only the button presses some handler of it (or of its sub-routers) filters on.
+
+    aiogram tries a router's handlers one by one, and each typed ``CallbackData`` filter unpacks the
+    data and fails with an exception when it is another class's: a press for the lists paid for
+    every card handler before it. One prefix check at the router skips them all. A router with a
+    handler that takes any press (no ``CallbackData`` filter) is left as it is.
+    """
+    classes: set[type[CallbackData]] = set()
+    for each in _routers(router):
+        for handler in each.callback_query.handlers:
+            found = [
+                f.callback.callback_data for f in handler.filters or () if isinstance(f.callback, CallbackQueryFilter)
+            ]
+            if not found:
+                return router
+            classes.update(found)
+    if classes:
+        router.callback_query.filter(CallbackPrefix(classes))
+    return router
+
+
+def _routers(router: Router) -> Iterator[Router]:
+    yield router
+    for sub_router in router.sub_routers:
+        yield from _routers(sub_router)

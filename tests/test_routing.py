@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
+from aiogram import Router
+from aiogram.filters.callback_data import CallbackQueryFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.storage.base import StorageKey
 from sqlalchemy import func, select
@@ -16,7 +18,8 @@ from sqlalchemy import func, select
 from db.enums import StatusCode
 from db.models import Comment, Lead
 from handlers import get_routers
-from keyboards.callbacks import EditField, LeadAction, LeadCB, LeadEditCB, LeadStatusCB
+from handlers.filters import CallbackPrefix
+from keyboards.callbacks import EditField, LeadAction, LeadCB, LeadEditCB, LeadListAction, LeadListCB, LeadStatusCB
 from tests.conftest import Harness, Member, Team
 from tests.test_lead_card import make_lead
 
@@ -104,3 +107,49 @@ def test_error_handlers_are_found_wherever_the_errors_router_stands() -> None:
     assert with_error_handlers == ["handlers.errors"]
     # Only the errors router has error handlers, so putting it last changes no answer.
     assert routers[-1].name == "handlers.errors"
+
+
+def _walk(router: Router) -> list[Router]:
+    return [router, *(each for sub in router.sub_routers for each in _walk(sub))]
+
+
+def test_every_button_handler_is_let_into_its_router() -> None:
+    prefixed = 0
+    for router in get_routers():
+        roots = [f.callback for f in router.callback_query._handler.filters or ()]
+        gates = [f for f in roots if isinstance(f, CallbackPrefix)]
+        handlers = [h for each in _walk(router) for h in each.callback_query.handlers]
+        if not gates:
+            # Only a router with a catch-all handler is left open.
+            assert not handlers or any(
+                not any(isinstance(f.callback, CallbackQueryFilter) for f in h.filters or ()) for h in handlers
+            ), router.name
+            continue
+        prefixed += 1
+        for handler in handlers:
+            for f in handler.filters or ():
+                if isinstance(f.callback, CallbackQueryFilter):
+                    assert f.callback.callback_data.__prefix__ in gates[0].prefixes, (router.name, handler.callback)
+    assert prefixed >= 8
+
+
+async def test_a_press_for_another_router_never_reaches_the_card_handlers(
+    harness: Harness, team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unpacked: list[str] = []
+    original = LeadCB.unpack.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[LeadCB], value: str) -> LeadCB:
+        unpacked.append(value)
+        return original(cls, value)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(LeadCB, "unpack", classmethod(counting))
+    # The card router comes first; its gate turns the list's button away without unpacking it.
+    await harness.click(team.mop, LeadListCB(action=LeadListAction.SHOW, page=1))
+    assert unpacked == []
+    assert harness.alerts() == []
+    assert harness.last_text(team.mop.chat_id).startswith("<b>")
+    # While the card's own buttons are unpacked as before.
+    lead_id = await make_lead(harness, team, assigned=team.seller)
+    await harness.click(team.mop, LeadCB(action=LeadAction.OPEN, lead_id=lead_id))
+    assert unpacked and f"#{lead_id}" in harness.last_text(team.mop.chat_id)
