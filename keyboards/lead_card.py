@@ -17,6 +17,7 @@ from db import permissions
 from db.enums import LeadField, LeadStatus
 from db.models import User
 from db.rows import LeadCardRow
+from keyboards.buttons import callback_button, inline_markup
 from keyboards.callbacks import (
     AssignCB,
     EditField,
@@ -80,7 +81,7 @@ def card_keyboard(
         more.append(_button(texts.t("card.btn.more_history"), LeadCB.packed(LeadAction.MORE_HISTORY, lead_id)))
     if more:
         rows.append(more)
-    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
+    return inline_markup(rows) if rows else None
 
 
 def status_keyboard(lead_id: int, moves: Sequence[LeadStatus], texts: Texts) -> InlineKeyboardMarkup:
@@ -165,4 +166,4 @@ def _back(lead_id: int, texts: Texts) -> InlineKeyboardButton:
 def _button(
     text: str, data: str | LeadCB | LeadStatusCB | AssignCB | LeadEditCB | LeadSourceCB | LeadMoreCB
 ) -> InlineKeyboardButton:
-    return InlineKeyboardButton(text=text, callback_data=data if isinstance(data, str) else data.pack())
+    return callback_button(text, data if isinstance(data, str) else data.pack())

@@ -13,6 +13,7 @@ from bot.views import status_label
 from db.enums import StatusCode
 from db.models import User
 from db.repositories.leads import LeadRow
+from keyboards.buttons import callback_button, inline_markup
 from keyboards.callbacks import LeadAction, LeadCB, LeadListAction, LeadListCB
 
 UNASSIGNED = 0  # ``seller`` value meaning "leads nobody is assigned to"
@@ -65,17 +66,14 @@ def _shorten(text: str, limit: int = BUTTON_NAME_LIMIT) -> str:
 
 def open_button(lead: LeadRow) -> InlineKeyboardButton:
     # Button captions are plain text: no escaping, only a length cap.
-    return InlineKeyboardButton(
-        text=_shorten(f"#{lead.id} · {lead.client_name}"),
-        callback_data=LeadCB.packed(LeadAction.OPEN, lead.id),
-    )
+    return callback_button(_shorten(f"#{lead.id} · {lead.client_name}"), LeadCB.packed(LeadAction.OPEN, lead.id))
 
 
 def results_keyboard(leads: Sequence[LeadRow]) -> InlineKeyboardMarkup | None:
     """/find results: one open button per lead."""
     if not leads:
         return None
-    return InlineKeyboardMarkup(inline_keyboard=[[open_button(lead)] for lead in leads])
+    return inline_markup([[open_button(lead)] for lead in leads])
 
 
 def list_keyboard(
@@ -85,40 +83,24 @@ def list_keyboard(
     nav: list[InlineKeyboardButton] = []
     if paging.newer_cursor is not None:
         cb = filters.cb(LeadListAction.NEWER, page=max(1, paging.page - 1), cursor=paging.newer_cursor)
-        nav.append(InlineKeyboardButton(text=texts.t("leads.btn.newer"), callback_data=cb.pack()))
+        nav.append(callback_button(texts.t("leads.btn.newer"), cb.pack()))
     if paging.to_start:
-        nav.append(
-            InlineKeyboardButton(text=texts.t("leads.btn.first"), callback_data=filters.cb(LeadListAction.SHOW).pack())
-        )
+        nav.append(callback_button(texts.t("leads.btn.first"), filters.cb(LeadListAction.SHOW).pack()))
     if paging.older_cursor is not None:
         cb = filters.cb(LeadListAction.OLDER, page=paging.page + 1, cursor=paging.older_cursor)
-        nav.append(InlineKeyboardButton(text=texts.t("leads.btn.older"), callback_data=cb.pack()))
+        nav.append(callback_button(texts.t("leads.btn.older"), cb.pack()))
     if nav:
         rows.append(nav)
     pickers = [
-        InlineKeyboardButton(
-            text=texts.t("leads.btn.status"), callback_data=filters.cb(LeadListAction.PICK_STATUS).pack()
-        ),
-        InlineKeyboardButton(
-            text=texts.t("leads.btn.source"), callback_data=filters.cb(LeadListAction.PICK_SOURCE).pack()
-        ),
+        callback_button(texts.t("leads.btn.status"), filters.cb(LeadListAction.PICK_STATUS).pack()),
+        callback_button(texts.t("leads.btn.source"), filters.cb(LeadListAction.PICK_SOURCE).pack()),
     ]
     if seller_filter:
-        pickers.append(
-            InlineKeyboardButton(
-                text=texts.t("leads.btn.seller"), callback_data=filters.cb(LeadListAction.PICK_SELLER).pack()
-            )
-        )
+        pickers.append(callback_button(texts.t("leads.btn.seller"), filters.cb(LeadListAction.PICK_SELLER).pack()))
     rows.append(pickers)
     if filters.active:
-        rows.append(
-            [
-                InlineKeyboardButton(
-                    text=texts.t("leads.btn.reset"), callback_data=ListFilters().cb(LeadListAction.SHOW).pack()
-                )
-            ]
-        )
-    return InlineKeyboardMarkup(inline_keyboard=rows)
+        rows.append([callback_button(texts.t("leads.btn.reset"), ListFilters().cb(LeadListAction.SHOW).pack())])
+    return inline_markup(rows)
 
 
 def _mark(caption: str, chosen: bool) -> str:
