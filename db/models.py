@@ -176,7 +176,9 @@ class FollowUp(Base):
     __tablename__ = "followups"
     __table_args__ = (
         Index("ix_followups_open_due", "done_at", "due_at"),
-        Index("ix_followups_lead", "lead_id", "id"),
+        # A lead's open follow-ups, soonest first (the card): without done_at here SQLite would walk
+        # every open follow-up of the team in due order instead.
+        Index("ix_followups_lead", "lead_id", "done_at", "due_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

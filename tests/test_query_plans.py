@@ -1,4 +1,4 @@
-"""Every /leads list query is answered from an index: EXPLAIN QUERY PLAN on the SQL the repository emits.
+"""Every /leads list query and the card's are answered from an index: EXPLAIN QUERY PLAN on the SQL sent.
 
 The lists are read by ``db.reader``, straight on the sqlite3 connection: the statement is captured where
 the reader takes it (its compiled SQL and its parameters in the reader's order), so the plan is the one
@@ -27,6 +27,7 @@ from db.enums import LeadStatus, Role
 from db.models import Lead, User, utcnow
 from db.reader import Query, Reader
 from db.repositories import LeadFilter
+from db.repositories import leads as leads_repository
 from db.uow import UnitOfWorkFactory
 from db.validation import fold_for_search
 
@@ -253,3 +254,34 @@ async def test_filtered_lists_keep_their_index_after_analyze(analyzed_db: PlanDb
     """
     sql, details, _ = await _plan(analyzed_db, name, cursor)
     assert_indexed(sql, details)
+
+
+CARD_QUERIES = {
+    "lead": leads_repository._CARD_LEAD,
+    "comments": leads_repository._CARD_COMMENTS,
+    "history": leads_repository._CARD_HISTORY,
+    "followups": leads_repository._CARD_FOLLOWUPS,
+}
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["plain", "analyzed"])
+@pytest.mark.parametrize("name", CARD_QUERIES)
+async def test_card_queries_only_seek_the_leads_rows(
+    plan_db: PlanDb, analyzed_db: PlanDb, name: str, analyzed: bool
+) -> None:
+    db = analyzed_db if analyzed else plan_db
+    engine = create_engine(db.url)
+    try:
+        plan = CARD_QUERIES[name].plan(engine.dialect)
+        async with engine.connect() as connection:
+            result = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + plan.sql, tuple(1 for _ in plan.params))
+            details = [str(row[3]) for row in result.all()]
+    finally:
+        await engine.dispose()
+    shown = f"\n{plan.sql}\nplan: {details}"
+    assert details, shown
+    assert all(step.startswith(("SEARCH", "CORRELATED SCALAR SUBQUERY")) for step in details), shown
+    assert not any("TEMP B-TREE" in step for step in details), shown
+    # The lead's own rows, found by its id: not a walk over every open follow-up, comment or history row.
+    lower_half = [step for step in details if step.split(" ")[1] in ("comments", "lead_history", "followups")]
+    assert all("lead_id=?" in step for step in lower_half), shown

@@ -140,9 +140,17 @@ _ASSIGNEE = aliased(User, name="assignee")
 _CREATOR = aliased(User, name="creator")
 _AUTHOR = aliased(User, name="author")
 
-# The card, in four index seeks read as plain rows (db.reader): the lead with its two people, then the
-# latest comments, history rows and open follow-ups, each with its total (a window count, taken before
-# LIMIT; -1 is SQLite's "no limit").
+# The card as plain rows (db.reader): the lead with its two people and how many comments, history rows
+# and open follow-ups it has (each count a seek on its lead index), then the latest of each, read only
+# when there are any (a limit of -1 is SQLite's "no limit").
+_COMMENTS_TOTAL = select(func.count()).select_from(Comment).where(Comment.lead_id == Lead.id).scalar_subquery()
+_HISTORY_TOTAL = select(func.count()).select_from(LeadHistory).where(LeadHistory.lead_id == Lead.id).scalar_subquery()
+_FOLLOWUPS_TOTAL = (
+    select(func.count())
+    .select_from(FollowUp)
+    .where(FollowUp.lead_id == Lead.id, FollowUp.done_at.is_(None))
+    .scalar_subquery()
+)
 _CARD_LEAD = Query(
     select(
         Lead.id,
@@ -164,6 +172,9 @@ _CARD_LEAD = Query(
         _CREATOR.first_name,
         _CREATOR.last_name,
         _CREATOR.username,
+        _COMMENTS_TOTAL,
+        _HISTORY_TOTAL,
+        _FOLLOWUPS_TOTAL,
     )
     .outerjoin(_ASSIGNEE, Lead.assigned_to_id == _ASSIGNEE.id)
     .outerjoin(_CREATOR, Lead.created_by_id == _CREATOR.id)
@@ -178,7 +189,6 @@ _CARD_COMMENTS = Query(
         _AUTHOR.first_name,
         _AUTHOR.last_name,
         _AUTHOR.username,
-        func.count().over(),
     )
     .outerjoin(_AUTHOR, Comment.created_by_id == _AUTHOR.id)
     .where(Comment.lead_id == bindparam("lead_id"))
@@ -197,7 +207,6 @@ _CARD_HISTORY = Query(
         _AUTHOR.first_name,
         _AUTHOR.last_name,
         _AUTHOR.username,
-        func.count().over(),
     )
     .outerjoin(_AUTHOR, LeadHistory.changed_by_id == _AUTHOR.id)
     .where(LeadHistory.lead_id == bindparam("lead_id"))
@@ -205,7 +214,7 @@ _CARD_HISTORY = Query(
     .limit(bindparam("limit"))
 )
 _CARD_FOLLOWUPS = Query(
-    select(FollowUp.id, FollowUp.text, FollowUp.due_at, func.count().over())
+    select(FollowUp.id, FollowUp.text, FollowUp.due_at)
     .where(FollowUp.lead_id == bindparam("lead_id"), FollowUp.done_at.is_(None))
     .order_by(FollowUp.due_at, FollowUp.id)
     .limit(bindparam("limit"))
@@ -334,18 +343,26 @@ class LeadRepository:
         row = await reader.one_or_none(_CARD_LEAD, {"lead_id": lead_id})
         if row is None:
             raise NotFound("lead", lead_id)
-        data = LeadCardData(lead=LeadCardRow.of(row))
+        comments_total, history_total, followups_total = row[-3:]
+        data = LeadCardData(
+            lead=LeadCardRow.of(row[:-3]),
+            comments_total=comments_total,
+            history_total=history_total,
+            followups_total=followups_total,
+        )
         if not permissions.can_view(actor, data.lead):
             raise Forbidden("view", "this lead is assigned to someone else")
-        rows = await reader.all(_CARD_COMMENTS, {"lead_id": lead_id, "limit": comments or -1})
-        data.comments = [CommentRow(c[0], c[1], c[2], PersonRow.of(*c[3:7])) for c in reversed(rows)]
-        data.comments_total = rows[0][-1] if rows else 0
-        rows = await reader.all(_CARD_HISTORY, {"lead_id": lead_id, "limit": history or -1})
-        data.history = [HistoryRow(h[0], h[1], h[2], h[3], h[4], h[5], PersonRow.of(*h[6:10])) for h in reversed(rows)]
-        data.history_total = rows[0][-1] if rows else 0
-        rows = await reader.all(_CARD_FOLLOWUPS, {"lead_id": lead_id, "limit": followups})
-        data.followups = [FollowUpRow(f[0], f[1], f[2]) for f in rows]
-        data.followups_total = rows[0][-1] if rows else 0
+        if comments_total:
+            rows = await reader.all(_CARD_COMMENTS, {"lead_id": lead_id, "limit": comments or -1})
+            data.comments = [CommentRow(c[0], c[1], c[2], PersonRow.of(*c[3:7])) for c in reversed(rows)]
+        if history_total:
+            rows = await reader.all(_CARD_HISTORY, {"lead_id": lead_id, "limit": history or -1})
+            data.history = [
+                HistoryRow(h[0], h[1], h[2], h[3], h[4], h[5], PersonRow.of(*h[6:10])) for h in reversed(rows)
+            ]
+        if followups_total:
+            rows = await reader.all(_CARD_FOLLOWUPS, {"lead_id": lead_id, "limit": followups})
+            data.followups = [FollowUpRow(f[0], f[1], f[2]) for f in rows]
         return data
 
     def _visible(self, actor: User, flt: LeadFilter) -> Select[Any]:

@@ -222,7 +222,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("followups", schema=None) as batch_op:
-        batch_op.create_index("ix_followups_lead", ["lead_id", "id"], unique=False)
+        batch_op.create_index("ix_followups_lead", ["lead_id", "done_at", "due_at"], unique=False)
         batch_op.create_index("ix_followups_open_due", ["done_at", "due_at"], unique=False)
 
     op.create_table(
