@@ -65,8 +65,11 @@ def _sqlite_begin(connection: Any) -> None:
     # at once with SQLITE_BUSY when another writer committed in between, whereas a waiting writer is
     # simply queued by the busy timeout. One update = one transaction, so updates serialise on writes.
     driver = connection.connection.driver_connection
-    if isinstance(driver, sqlite_driver.InlineConnection) and driver.try_begin():
-        return  # the usual case, straight on sqlite3; a lock held elsewhere is waited for below
+    if isinstance(driver, sqlite_driver.InlineConnection):
+        if driver.in_transaction:
+            return  # begun by the unit of work's reader (db.uow): the session joins that transaction
+        if driver.try_begin():
+            return  # the usual case, straight on sqlite3; a lock held elsewhere is waited for below
     connection.exec_driver_sql(sqlite_driver.BEGIN)
 
 

@@ -102,13 +102,18 @@ class Query:
 class Reader:
     """Runs ``Query`` objects inside a session's transaction (see the module's docstring)."""
 
-    __slots__ = ("_connection", "_dialect", "_transaction", "session")
+    __slots__ = ("_connection", "_dialect", "_inline", "_transaction", "session")
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(
+        self, session: AsyncSession, inline: InlineConnection | None = None, dialect: Dialect | None = None
+    ) -> None:
         self.session = session
+        # The unit of work's own connection when it runs on the loop (db.uow): its transaction, begun
+        # by whichever comes first, the reader or the session, is the one both use.
+        self._inline = inline
         self._transaction: SessionTransaction | None = None
         self._connection: sqlite3.Connection | None = None
-        self._dialect: Dialect | None = None
+        self._dialect: Dialect | None = dialect
 
     async def all(self, query: Query, params: Mapping[str, Any] | None = None) -> list[Sequence[Any]]:
         connection = await self._sqlite()
@@ -149,6 +154,11 @@ class Reader:
         session = self.session.sync_session
         if session.autoflush and (session.new or session.deleted or session.dirty):
             await self.session.flush()
+        inline = self._inline
+        if inline is not None:
+            if not inline.in_transaction:
+                await inline.begin()
+            return inline._conn
         transaction = session.get_transaction()
         if transaction is not None and transaction is self._transaction:
             return self._connection

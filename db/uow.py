@@ -3,13 +3,21 @@
 Nothing persists without ``commit()``; leaving the block without it rolls back. Domain events
 collected during the work are handed to the ``EventSink`` (the notification outbox) right before the
 commit, so a notification exists exactly when its change does.
+
+With SQLite on the event loop (the default engine) the unit of work checks out the connection itself
+and binds its session to it. Its transaction (``BEGIN IMMEDIATE``) is begun by whichever needs it
+first: the reader (``db.reader``, the hot reads) straight on ``sqlite3``, or the session, which then
+finds the transaction open and joins it (``db.engine``). An update that only reads — the card, a list
+— so never pays for the session's transaction machinery (a third of such an update's time, where SQLite
+itself needs microseconds), and one that writes still reads and writes in one transaction. Elsewhere
+(another database, the thread driver) the session manages its connection and transaction as usual.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from db.engine import runs_on_loop
@@ -20,6 +28,7 @@ from db.repositories.followups import FollowUpRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.reminders import ReminderRepository
 from db.repositories.tokens import ApiTokenRepository, IdempotencyRepository
+from db.sqlite_driver import InlineConnection
 
 
 class EventSink(Protocol):
@@ -27,13 +36,28 @@ class EventSink(Protocol):
 
 
 class UnitOfWork:
-    def __init__(self, session: AsyncSession, settings: Settings, sink: EventSink | None = None) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        sink: EventSink | None = None,
+        *,
+        connection: AsyncConnection | None = None,
+    ) -> None:
         self.session = session
         self.settings = settings
         self.sink = sink
         self.events: list[DomainEvent] = []
         self.committed = False
-        self.reader = Reader(session)
+        # The connection this unit checked out and its driver, when SQLite runs on the loop (see above).
+        self.connection = connection
+        self.inline: InlineConnection | None = None
+        if connection is not None:
+            driver = connection.sync_connection.connection.driver_connection if connection.sync_connection else None
+            if not isinstance(driver, InlineConnection):
+                raise TypeError("a unit of work's own connection must be SQLite on the event loop")
+            self.inline = driver
+        self.reader = Reader(session, self.inline, connection.dialect if connection is not None else None)
         self.users = UserRepository(session, settings.access, self.reader)
         self.invites = InviteRepository(session, settings.access)
         self.leads = LeadRepository(session, settings.crm, self.events, self.reader)
@@ -49,12 +73,24 @@ class UnitOfWork:
             self.events.clear()
             await self.sink(self, events)
         self.events.clear()
-        await self.session.commit()
+        inline, connection = self.inline, self.connection
+        if inline is None or connection is None:
+            await self.session.commit()
+        else:
+            sync = self.session.sync_session
+            # The session commits when it has something to write or began the transaction itself
+            # (committing it commits the transaction); what is left open was begun by the reader.
+            if sync.new or sync.dirty or sync.deleted or connection.in_transaction():
+                await self.session.commit()
+            if inline.in_transaction:
+                await inline.commit()
         self.committed = True
 
     async def rollback(self) -> None:
         self.events.clear()
         await self.session.rollback()
+        if self.inline is not None and self.inline.in_transaction:
+            await self.inline.rollback()
 
 
 class UnitOfWorkFactory:
@@ -66,39 +102,51 @@ class UnitOfWorkFactory:
         self.sessionmaker = sessionmaker
         self.settings = settings
         self.sink = sink
-        self._close_inline = runs_on_loop(sessionmaker.kw.get("bind"))
+        bind = sessionmaker.kw.get("bind")
+        self._engine: AsyncEngine | None = bind if isinstance(bind, AsyncEngine) and runs_on_loop(bind) else None
 
     def __call__(self) -> UnitOfWorkScope:
-        return UnitOfWorkScope(self.sessionmaker(), self.settings, self.sink, close_inline=self._close_inline)
+        return UnitOfWorkScope(self)
 
 
 class UnitOfWorkScope:
-    """``async with uow_factory() as uow``: the unit of work, and its session closed on the way out.
+    """``async with uow_factory() as uow``: the unit of work, and what it holds let go on the way out.
 
-    Closing rolls back whatever was not committed; unlike rollback() it leaves loaded objects readable
+    Leaving rolls back whatever was not committed; unlike rollback() it leaves loaded objects readable
     after the block.
     """
 
-    __slots__ = ("_close_inline", "session", "uow")
+    __slots__ = ("_factory", "uow")
 
-    def __init__(
-        self, session: AsyncSession, settings: Settings, sink: EventSink | None, *, close_inline: bool
-    ) -> None:
-        self.session = session
-        self.uow = UnitOfWork(session, settings, sink)
-        self._close_inline = close_inline
+    def __init__(self, factory: UnitOfWorkFactory) -> None:
+        self._factory = factory
 
     async def __aenter__(self) -> UnitOfWork:
+        factory = self._factory
+        if factory._engine is None:
+            self.uow = UnitOfWork(factory.sessionmaker(), factory.settings, factory.sink)
+        else:
+            connection = await factory._engine.connect()
+            session = factory.sessionmaker(bind=connection)
+            self.uow = UnitOfWork(session, factory.settings, factory.sink, connection=connection)
         return self.uow
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.uow.events.clear()
-        if self._close_inline:
-            # ``async with session`` closes it in a task of its own, shielded from cancellation: a task
-            # and two turns of the event loop for every update. With the connection on the loop the
-            # close never waits on anything, so no cancellation can cut it short: it is simply awaited,
-            # and only when there is something to close: a commit has already given the connection back.
-            if self.session.sync_session.in_transaction():
-                await self.session.close()
-        else:
-            await self.session.__aexit__(*exc_info)
+        uow = self.uow
+        uow.events.clear()
+        connection, inline = uow.connection, uow.inline
+        if connection is None or inline is None:
+            await uow.session.__aexit__(*exc_info)
+            return
+        # Not ``async with``: SQLAlchemy closes in a task of its own, shielded from cancellation, which
+        # costs a task and two turns of the event loop per update. On the loop nothing here ever waits,
+        # so no cancellation can cut it short.
+        try:
+            if connection.in_transaction():  # begun by the session and not committed: it rolls it back
+                await uow.session.close()
+        finally:
+            try:
+                if inline.in_transaction:  # begun by the reader and not committed
+                    await inline.rollback()
+            finally:
+                await connection.close()

@@ -8,6 +8,9 @@ like one the session loaded.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC
 
@@ -96,3 +99,84 @@ async def test_the_adopted_sender_is_the_sessions_own_user(any_factory: UnitOfWo
     async with any_factory() as uow:
         again = await uow.session.get(User, team.seller.id)
         assert again is not None and again.language == "en"
+
+
+# ---- the unit of work's own transaction (SQLite on the loop: reader and session share it) ----
+
+
+async def test_reads_and_writes_of_an_update_are_one_transaction(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    lead_id = await _lead(uow_factory, team)
+    with pytest.raises(RuntimeError):
+        async with uow_factory() as uow:
+            await uow.leads.card(team.admin.user, lead_id)  # the reader begins the transaction
+            lead = await uow.session.get(Lead, lead_id)  # the session joins it
+            assert lead is not None
+            lead.notes = "в той же транзакции"
+            assert (await uow.leads.card(team.admin.user, lead_id)).lead.notes == "в той же транзакции"
+            raise RuntimeError("the update failed")
+    async with uow_factory() as uow:
+        assert (await uow.leads.card(team.admin.user, lead_id)).lead.notes is None
+        lead = await uow.session.get(Lead, lead_id)
+        assert lead is not None
+        lead.notes = "записано"
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert (await uow.leads.card(team.admin.user, lead_id)).lead.notes == "записано"
+
+
+async def test_a_unit_that_only_reads_lets_the_connection_and_the_lock_go(
+    uow_factory: UnitOfWorkFactory, settings: Settings, team: Team
+) -> None:
+    for _ in range(3):  # one connection in the pool: a unit that kept it would make the next one wait
+        async with asyncio.timeout(5):
+            async with uow_factory() as uow:
+                assert await uow.users.by_telegram_id(team.seller.tg.id) is not None
+    other = sqlite3.connect(settings.database.url.removeprefix("sqlite+aiosqlite:///"), timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock is free at once
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_a_read_waits_for_another_process_lock_without_freezing_the_loop(
+    uow_factory: UnitOfWorkFactory, settings: Settings, team: Team
+) -> None:
+    path = settings.database.url.removeprefix("sqlite+aiosqlite:///")
+    locked, release = threading.Event(), threading.Event()
+
+    def other_process() -> None:
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            locked.set()
+            release.wait(10)
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while ticks < 20:
+            await asyncio.sleep(0.005)
+            ticks += 1
+        release.set()  # the loop kept running meanwhile: let the other process finish
+
+    thread = threading.Thread(target=other_process, daemon=True)
+    thread.start()
+    try:
+        assert locked.wait(10)
+
+        async def read() -> User | None:
+            async with uow_factory() as uow:
+                user = await uow.users.by_telegram_id(team.seller.tg.id)  # BEGIN IMMEDIATE meets the lock
+                assert release.is_set(), "read while another process held the write lock"
+                return user
+
+        user, _ = await asyncio.gather(read(), ticker())
+    finally:
+        release.set()
+        thread.join(10)
+    assert user is not None and ticks == 20
