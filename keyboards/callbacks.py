@@ -210,6 +210,25 @@ class LeadListCB(CallbackData, prefix="ll"):
     page: int = 1
     cursor: int | None = None
 
+    @classmethod
+    def packed(
+        cls,
+        action: LeadListAction,
+        *,
+        status: int | None = None,
+        source: int | None = None,
+        seller: int | None = None,
+        page: int = 1,
+        cursor: int | None = None,
+    ) -> str:
+        """``LeadListCB(...).pack()`` without building a model (a list page carries up to five)."""
+        values = (status, source, seller, page, cursor)
+        encoded = cls.__separator__.join("" if value is None else str(int(value)) for value in values)
+        data = f"{cls.__prefix__}{cls.__separator__}{action.value}{cls.__separator__}{encoded}"
+        if len(data.encode()) > CALLBACK_DATA_LIMIT:
+            raise ValueError(f"callback data too long: {data!r}")
+        return data
+
 
 # ---- people ----
 

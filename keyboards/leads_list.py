@@ -42,6 +42,13 @@ class ListFilters:
             cursor=cursor,
         )
 
+    def data(self, action: LeadListAction, *, page: int = 1, cursor: int | None = None) -> str:
+        """``self.cb(...).pack()``, for the buttons every list page carries."""
+        status = None if self.status is None else int(self.status)
+        return LeadListCB.packed(
+            action, status=status, source=self.source, seller=self.seller, page=page, cursor=cursor
+        )
+
     def with_status(self, status: StatusCode | None) -> ListFilters:
         return ListFilters(status, self.source, self.seller)
 
@@ -82,24 +89,24 @@ def list_keyboard(
     rows: list[list[InlineKeyboardButton]] = [[open_button(lead)] for lead in leads]
     nav: list[InlineKeyboardButton] = []
     if paging.newer_cursor is not None:
-        cb = filters.cb(LeadListAction.NEWER, page=max(1, paging.page - 1), cursor=paging.newer_cursor)
-        nav.append(callback_button(texts.t("leads.btn.newer"), cb.pack()))
+        data = filters.data(LeadListAction.NEWER, page=max(1, paging.page - 1), cursor=paging.newer_cursor)
+        nav.append(callback_button(texts.t("leads.btn.newer"), data))
     if paging.to_start:
-        nav.append(callback_button(texts.t("leads.btn.first"), filters.cb(LeadListAction.SHOW).pack()))
+        nav.append(callback_button(texts.t("leads.btn.first"), filters.data(LeadListAction.SHOW)))
     if paging.older_cursor is not None:
-        cb = filters.cb(LeadListAction.OLDER, page=paging.page + 1, cursor=paging.older_cursor)
-        nav.append(callback_button(texts.t("leads.btn.older"), cb.pack()))
+        data = filters.data(LeadListAction.OLDER, page=paging.page + 1, cursor=paging.older_cursor)
+        nav.append(callback_button(texts.t("leads.btn.older"), data))
     if nav:
         rows.append(nav)
     pickers = [
-        callback_button(texts.t("leads.btn.status"), filters.cb(LeadListAction.PICK_STATUS).pack()),
-        callback_button(texts.t("leads.btn.source"), filters.cb(LeadListAction.PICK_SOURCE).pack()),
+        callback_button(texts.t("leads.btn.status"), filters.data(LeadListAction.PICK_STATUS)),
+        callback_button(texts.t("leads.btn.source"), filters.data(LeadListAction.PICK_SOURCE)),
     ]
     if seller_filter:
-        pickers.append(callback_button(texts.t("leads.btn.seller"), filters.cb(LeadListAction.PICK_SELLER).pack()))
+        pickers.append(callback_button(texts.t("leads.btn.seller"), filters.data(LeadListAction.PICK_SELLER)))
     rows.append(pickers)
     if filters.active:
-        rows.append([callback_button(texts.t("leads.btn.reset"), ListFilters().cb(LeadListAction.SHOW).pack())])
+        rows.append([callback_button(texts.t("leads.btn.reset"), ListFilters().data(LeadListAction.SHOW))])
     return inline_markup(rows)
 
 

@@ -6,7 +6,7 @@ import pytest
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from keyboards.buttons import callback_button, inline_markup
-from keyboards.callbacks import CALLBACK_DATA_LIMIT, LeadAction, LeadCB
+from keyboards.callbacks import CALLBACK_DATA_LIMIT, LeadAction, LeadCB, LeadListAction, LeadListCB
 
 
 @pytest.mark.parametrize("action", list(LeadAction))
@@ -37,3 +37,19 @@ def test_inline_markup_is_a_validated_markup() -> None:
     # Each markup has rows of its own: changing the list given does not change the markup.
     rows[0].append(callback_button("d", "ld:d:1"))
     assert len(built.inline_keyboard[0]) == 2
+
+
+@pytest.mark.parametrize("action", list(LeadListAction))
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"status": 2, "page": 7, "cursor": 123_456},
+        {"source": 0, "seller": 0},
+        {"status": 0, "source": 5, "seller": 10**9, "page": 999_999, "cursor": 2**63 - 1},
+    ],
+)
+def test_list_packed_is_aiograms_pack(action: LeadListAction, values: dict[str, int]) -> None:
+    packed = LeadListCB.packed(action, **values)
+    assert packed == LeadListCB(action=action, **values).pack()
+    assert LeadListCB.unpack(packed) == LeadListCB(action=action, **values)
