@@ -319,30 +319,30 @@ class InlineConnection:
         cursor = InlineCursor(self)
         return await cursor.execute(sql, parameters)
 
-    def try_begin(self) -> bool:
-        """``BEGIN IMMEDIATE`` without leaving the caller's thread (what ``db.engine`` does first), or
-        False when another process holds the lock: then ``begin`` waits for it in asyncio."""
+    def _attempt_begin(self) -> sqlite3.OperationalError | None:
+        """One ``BEGIN IMMEDIATE``: None when it began, the "database is locked" error when not."""
         try:
             self._conn.execute(BEGIN)
         except sqlite3.OperationalError as error:
             if not _busy(error):
                 raise
-            self._begin_busy = error
-            return False
-        return True
+            return error
+        return None
+
+    def try_begin(self) -> bool:
+        """``BEGIN IMMEDIATE`` without leaving the caller's thread (what ``db.engine`` does first), or
+        False when another process holds the lock: then ``begin`` waits for it in asyncio."""
+        self._begin_busy = self._attempt_begin()
+        return self._begin_busy is None
 
     async def begin(self) -> None:
         """``BEGIN IMMEDIATE``, waiting for another process's write lock without blocking the loop."""
-        connection = self._conn
         last, self._begin_busy = self._begin_busy, None
         if last is None:
-            try:
-                connection.execute(BEGIN)
+            last = self._attempt_begin()
+            if last is None:
                 return
-            except sqlite3.OperationalError as error:
-                if not _busy(error):
-                    raise
-                last = error
+        connection = self._conn
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lock_wait
         delay = _FIRST_DELAY
@@ -351,13 +351,10 @@ class InlineConnection:
         try:
             while loop.time() + delay <= deadline:
                 await asyncio.sleep(delay)
-                try:
-                    connection.execute(BEGIN)
+                error = self._attempt_begin()
+                if error is None:
                     return
-                except sqlite3.OperationalError as error:
-                    if not _busy(error):
-                        raise
-                    last = error
+                last = error
                 delay = min(delay * 2, _MAX_DELAY)
         finally:
             connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
