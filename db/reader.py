@@ -7,13 +7,14 @@ compiles its Core statement once per dialect into SQL text, the order of its par
 processors of its columns; ``Reader`` runs it:
 
 - on SQLite on the event loop (``db.sqlite_driver.InlineConnection``, the default), directly on the
-  ``sqlite3`` connection of the session's own transaction, so the rows see everything the update has
-  written so far (pending ORM changes are flushed first, as the session's autoflush would) and are
-  read under the same ``BEGIN IMMEDIATE``;
+  ``sqlite3`` connection of the unit of work's transaction (``db.uow``), which the reader begins itself
+  when it comes first and the session joins; so the rows see everything the update has written so far
+  (pending ORM changes are flushed first, as the session's autoflush would) under the one ``BEGIN
+  IMMEDIATE``;
 - on anything else (another database, the thread driver), through ``session.execute`` as usual.
 
-Both ways give the same plain rows (sequences) with the same Python values. Only column SELECTs belong here (no
-ORM entities, no expanding ``IN``); what they return becomes small row types, not ORM objects.
+Both ways give the same plain rows (sequences) with the same Python values. Only column SELECTs belong
+here (no ORM entities, no expanding ``IN``); what they return becomes small row types, not ORM objects.
 
 Creating a lead writes its rows the same way (``Query`` of a Core INSERT with its column names, run by
 ``all`` when it has RETURNING, by ``many`` once per row otherwise): rows nobody changes afterwards need
