@@ -373,4 +373,7 @@ TEXTS: dict[str, str] = {
     "tokens.nothing_to_revoke": "You have no live tokens.",
     "tokens.private_only": "Tokens are given only in a private chat with the bot.",
     "tokens.usage": "<code>/token</code> — a new API token, <code>/token revoke</code> — revoke them all.",
+    # ---- pager ----
+    "common.prev": "« Previous",
+    "common.next": "Next »",
 }

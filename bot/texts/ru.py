@@ -375,4 +375,7 @@ TEXTS: dict[str, str] = {
     "tokens.nothing_to_revoke": "Действующих токенов нет.",
     "tokens.private_only": "Токен выдаётся только в личном чате с ботом.",
     "tokens.usage": "<code>/token</code> — новый токен для API, <code>/token revoke</code> — отозвать все.",
+    # ---- pager ----
+    "common.prev": "« Предыдущие",
+    "common.next": "Следующие »",
 }
