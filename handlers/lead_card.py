@@ -34,6 +34,7 @@ from db.validation import MAX_COMMENT, MAX_NOTES, MAX_REASON, example_phone, par
 from handlers.filters import HasText, conversation_router
 from keyboards.callbacks import (
     AssignCB,
+    AssignPageCB,
     EditField,
     LeadAction,
     LeadCB,
@@ -333,16 +334,57 @@ async def on_assign_menu(
     settings: Settings,
     bot: Bot,
 ) -> None:
+    await _assign_menu(query, actor, uow, texts, settings, bot, callback_data.lead_id)
+
+
+async def on_assign_page(
+    query: CallbackQuery,
+    callback_data: AssignPageCB,
+    actor: User,
+    uow: UnitOfWork,
+    texts: Texts,
+    settings: Settings,
+    bot: Bot,
+) -> None:
+    """« / » of the assign menu: the same message with another page of salespeople."""
+    await _assign_menu(
+        query, actor, uow, texts, settings, bot, callback_data.lead_id, page=callback_data.page, back=callback_data.back
+    )
+
+
+async def _assign_menu(
+    query: CallbackQuery,
+    actor: User,
+    uow: UnitOfWork,
+    texts: Texts,
+    settings: Settings,
+    bot: Bot,
+    lead_id: int,
+    *,
+    page: int = 0,
+    back: bool = True,
+) -> None:
+    """Redraw the button's message as page ``page`` (clamped) of the assign menu: under the card
+    (``back``) or under /assign's question."""
     if not permissions.can_assign(actor):
         raise Forbidden("assign")
-    lead = await uow.leads.get(actor, callback_data.lead_id)
+    lead = await uow.leads.get(actor, lead_id)
     sellers = await uow.users.active_sellers()
     if not sellers:
         await query.answer(texts.t("card.assign.no_sellers"), show_alert=True)
         return
-    text, _ = await _card(uow, actor, lead.id, texts, settings, texts.t("card.choose.assignee"))
-    await _redraw(query, bot, text, assign_keyboard(lead.id, sellers, lead.assigned_to_id, texts))
+    if back:
+        text, _ = await _card(uow, actor, lead.id, texts, settings, texts.t("card.choose.assignee"))
+    else:
+        text = _assign_question(lead, texts)
+    markup = assign_keyboard(lead.id, sellers, lead.assigned_to_id, texts, back=back, page=page)
+    await _redraw(query, bot, text, markup)
     await query.answer()
+
+
+def _assign_question(lead: Lead, texts: Texts) -> str:
+    """The text of /assign's own salesperson picker."""
+    return texts.t("card.assign.choose", lead_id=lead.id, name=esc(lead.client_name))
 
 
 async def on_assign(
@@ -388,7 +430,7 @@ async def cmd_assign(
             await message.answer(texts.t("card.assign.no_sellers"))
             return
         await message.answer(
-            texts.t("card.assign.choose", lead_id=lead.id, name=esc(lead.client_name)),
+            _assign_question(lead, texts),
             reply_markup=assign_keyboard(lead.id, sellers, lead.assigned_to_id, texts, back=False),
         )
         return
@@ -637,6 +679,7 @@ def create_router() -> Router:
     router.callback_query.register(on_status, LeadStatusCB.filter())
     router.callback_query.register(on_comment_start, LeadCB.filter(F.action == LeadAction.COMMENT))
     router.callback_query.register(on_assign_menu, LeadCB.filter(F.action == LeadAction.ASSIGN))
+    router.callback_query.register(on_assign_page, AssignPageCB.filter())
     router.callback_query.register(on_assign, AssignCB.filter())
     router.callback_query.register(on_edit_menu, LeadCB.filter(F.action == LeadAction.EDIT))
     router.callback_query.register(on_edit_clear, LeadEditCB.filter(F.clear))

@@ -294,7 +294,8 @@ async def on_list_pick(
         prompt, markup = texts.t("leads.pick.source"), source_picker(texts, settings.crm.sources, filters)
     else:
         sellers = await uow.users.active_sellers()
-        prompt, markup = texts.t("leads.pick.seller"), seller_picker(texts, sellers, filters)
+        # ``page`` pages the picker itself (from 1); seller_picker clamps a forged one.
+        prompt, markup = texts.t("leads.pick.seller"), seller_picker(texts, sellers, filters, callback_data.page)
     if not await _edit(bot, query, f"{header}\n\n{prompt}", markup):
         await query.answer(texts.t("common.stale_button"), show_alert=True)
         return

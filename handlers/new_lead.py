@@ -84,9 +84,9 @@ def _fields(
 
 
 async def _prompt(
-    step: State, draft: NewLeadDraft, texts: Texts, settings: Settings, uow: UnitOfWork
+    step: State, draft: NewLeadDraft, texts: Texts, settings: Settings, uow: UnitOfWork, *, page: int = 0
 ) -> tuple[str, InlineKeyboardMarkup]:
-    """The question of ``step`` and its keyboard."""
+    """The question of ``step`` and its keyboard; ``page``: which page of the salespeople (from 0, clamped)."""
     if step == NewLead.name:
         return texts.t("newlead.ask_name"), kb.cancel_only(texts)
     if step == NewLead.phone:
@@ -104,7 +104,7 @@ async def _prompt(
         text = texts.t("newlead.ask_assignee")
         if not sellers:
             text += "\n" + texts.t("newlead.no_sellers")
-        return text, kb.assignees(sellers, texts)
+        return text, kb.assignees(sellers, texts, page)
     assignee = await uow.users.by_id(draft.assigned_to) if draft.assigned_to is not None else None
     fields = _fields(
         texts,
@@ -147,12 +147,13 @@ async def _go(
     *,
     note: str | None = None,
     edit: bool = True,
+    page: int = 0,
 ) -> None:
     """Ask the question of ``step`` (after ``note``, e.g. what was wrong), then remember where we are.
 
     The FSM is written last: if Telegram refuses the message, the conversation stays where it was.
     """
-    text, markup = await _prompt(step, draft, texts, settings, uow)
+    text, markup = await _prompt(step, draft, texts, settings, uow, page=page)
     if note:
         text = f"{note}\n\n{text}"
     await _show(event, text, markup, edit=edit)
@@ -353,6 +354,19 @@ async def assignee_chosen(
     await _go(query, state, draft, NewLead.confirm, texts, settings, uow)
 
 
+async def assignee_page(
+    query: CallbackQuery,
+    callback_data: NewLeadCB,
+    state: FSMContext,
+    texts: Texts,
+    settings: Settings,
+    uow: UnitOfWork,
+) -> None:
+    """« / » under the salespeople: the same step with another page, in place."""
+    draft = await _load(state)
+    await _go(query, state, draft, NewLead.assignee, texts, settings, uow, page=callback_data.value)
+
+
 async def assignee_skipped(
     query: CallbackQuery, state: FSMContext, texts: Texts, settings: Settings, uow: UnitOfWork
 ) -> None:
@@ -480,6 +494,9 @@ def _steps_router() -> Router:
 
     router.callback_query.register(
         assignee_chosen, StateFilter(NewLead.assignee), NewLeadCB.filter(F.action == NewLeadAction.ASSIGNEE)
+    )
+    router.callback_query.register(
+        assignee_page, StateFilter(NewLead.assignee), NewLeadCB.filter(F.action == NewLeadAction.ASSIGNEE_PAGE)
     )
     router.callback_query.register(
         assignee_skipped, StateFilter(NewLead.assignee), NewLeadCB.filter(F.action == NewLeadAction.SKIP_ASSIGNEE)

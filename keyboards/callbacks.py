@@ -69,6 +69,14 @@ class AssignCB(CallbackData, prefix="as"):
     user_id: int
 
 
+class AssignPageCB(CallbackData, prefix="asp"):
+    """A page of the assign menu, counted from 0; ``back``: the menu sits under the card (not /assign's)."""
+
+    lead_id: int
+    page: int
+    back: bool = True
+
+
 class EditField(StrEnum):
     CLIENT_NAME = "n"
     PHONE_NUMBER = "p"
@@ -122,6 +130,7 @@ class NewLeadAction(StrEnum):
     SKIP_BUDGET = "sb"
     SKIP_NOTES = "sn"
     ASSIGNEE = "a"  # value = users.id of a salesperson
+    ASSIGNEE_PAGE = "ap"  # value = page of the salespeople, counted from 0
     SKIP_ASSIGNEE = "sa"
     CREATE = "c"
     CANCEL = "x"

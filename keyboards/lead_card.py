@@ -20,6 +20,7 @@ from db.rows import LeadCardRow
 from keyboards.buttons import callback_button, inline_markup
 from keyboards.callbacks import (
     AssignCB,
+    AssignPageCB,
     EditField,
     LeadAction,
     LeadCB,
@@ -29,6 +30,7 @@ from keyboards.callbacks import (
     LeadStatusCB,
     MoreKind,
 )
+from keyboards.pager import nav_row, page_of
 
 EDIT_FIELDS: dict[EditField, LeadField] = {
     EditField.CLIENT_NAME: LeadField.CLIENT_NAME,
@@ -97,15 +99,26 @@ def status_keyboard(lead_id: int, moves: Sequence[LeadStatus], texts: Texts) -> 
 
 
 def assign_keyboard(
-    lead_id: int, sellers: Sequence[User], current_id: int | None, texts: Texts, *, back: bool = True
+    lead_id: int,
+    sellers: Sequence[User],
+    current_id: int | None,
+    texts: Texts,
+    *,
+    back: bool = True,
+    page: int = 0,
 ) -> InlineKeyboardMarkup:
+    """Page ``page`` (from 0, clamped) of the salespeople, « / » and, under the card, « Back."""
+    shown = page_of(sellers, page)
     builder = InlineKeyboardBuilder()
-    for seller in sellers:
+    for seller in shown.items:
         mark = "✓ " if seller.id == current_id else ""
         builder.button(
             text=f"{mark}{seller.full_name}"[:64], callback_data=AssignCB(lead_id=lead_id, user_id=seller.id)
         )
     builder.adjust(2)
+    nav = nav_row(shown, texts, lambda index: AssignPageCB(lead_id=lead_id, page=index, back=back).pack())
+    if nav:
+        builder.row(*nav)
     if back:
         builder.row(_back(lead_id, texts))
     return builder.as_markup()

@@ -15,6 +15,7 @@ from db.models import User
 from db.repositories.leads import LeadRow
 from keyboards.buttons import callback_button, inline_markup
 from keyboards.callbacks import LeadAction, LeadCB, LeadListAction, LeadListCB
+from keyboards.pager import nav_row, page_of
 
 UNASSIGNED = 0  # ``seller`` value meaning "leads nobody is assigned to"
 BUTTON_NAME_LIMIT = 40
@@ -146,9 +147,11 @@ def source_picker(texts: Texts, sources: Sequence[str], filters: ListFilters) ->
     return builder.as_markup()
 
 
-def seller_picker(texts: Texts, sellers: Sequence[User], filters: ListFilters) -> InlineKeyboardMarkup:
+def seller_picker(texts: Texts, sellers: Sequence[User], filters: ListFilters, page: int = 1) -> InlineKeyboardMarkup:
+    """Page ``page`` (from 1, clamped) of the salespeople, then "unassigned", "all", « / » and « Back."""
+    shown = page_of(sellers, page - 1)
     builder = InlineKeyboardBuilder()
-    for seller in sellers:
+    for seller in shown.items:
         builder.button(
             text=_mark(_shorten(seller.full_name), filters.seller == seller.id),
             callback_data=filters.with_seller(seller.id).cb(LeadListAction.SHOW),
@@ -161,6 +164,9 @@ def seller_picker(texts: Texts, sellers: Sequence[User], filters: ListFilters) -
         text=_mark(texts.t("leads.btn.any_seller"), filters.seller is None),
         callback_data=filters.with_seller(None).cb(LeadListAction.SHOW),
     )
-    builder.button(text=texts.t("common.back"), callback_data=filters.cb(LeadListAction.SHOW))
     builder.adjust(2)
+    nav = nav_row(shown, texts, lambda index: filters.data(LeadListAction.PICK_SELLER, page=index + 1))
+    if nav:
+        builder.row(*nav)
+    builder.row(callback_button(texts.t("common.back"), filters.data(LeadListAction.SHOW)))
     return builder.as_markup()

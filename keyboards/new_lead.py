@@ -9,7 +9,9 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.texts import Texts
 from db.models import User
+from keyboards.buttons import callback_button
 from keyboards.callbacks import LeadAction, LeadCB, NewLeadAction, NewLeadCB
+from keyboards.pager import nav_row, page_of
 
 
 def _cancel(builder: InlineKeyboardBuilder, texts: Texts) -> None:
@@ -39,15 +41,22 @@ def skip(action: NewLeadAction, texts: Texts) -> InlineKeyboardMarkup:
     return builder.as_markup()
 
 
-def assignees(sellers: Sequence[User], texts: Texts) -> InlineKeyboardMarkup:
+def assignees(sellers: Sequence[User], texts: Texts, page: int = 0) -> InlineKeyboardMarkup:
+    """Page ``page`` (from 0, clamped) of the salespeople, one a row, then « / », then Skip and Cancel."""
+    shown = page_of(sellers, page)
     builder = InlineKeyboardBuilder()
-    for seller in sellers:
+    for seller in shown.items:
         # Button captions are plain text (no HTML parsing), so the name goes in unescaped.
         caption = f"{seller.full_name} (@{seller.username})" if seller.username else seller.full_name
         builder.button(text=caption[:64], callback_data=NewLeadCB(action=NewLeadAction.ASSIGNEE, value=seller.id))
-    builder.button(text=texts.t("common.skip"), callback_data=NewLeadCB(action=NewLeadAction.SKIP_ASSIGNEE))
-    _cancel(builder, texts)
-    builder.adjust(*([1] * len(sellers)), 2)
+    builder.adjust(1)
+    nav = nav_row(shown, texts, lambda index: NewLeadCB(action=NewLeadAction.ASSIGNEE_PAGE, value=index).pack())
+    if nav:
+        builder.row(*nav)
+    builder.row(
+        callback_button(texts.t("common.skip"), NewLeadCB(action=NewLeadAction.SKIP_ASSIGNEE).pack()),
+        callback_button(texts.t("common.cancel"), NewLeadCB(action=NewLeadAction.CANCEL).pack()),
+    )
     return builder.as_markup()
 
 
