@@ -127,8 +127,12 @@ class UnitOfWorkScope:
             self.uow = UnitOfWork(factory.sessionmaker(), factory.settings, factory.sink)
         else:
             connection = await factory._engine.connect()
-            session = factory.sessionmaker(bind=connection)
-            self.uow = UnitOfWork(session, factory.settings, factory.sink, connection=connection)
+            try:
+                session = factory.sessionmaker(bind=connection)
+                self.uow = UnitOfWork(session, factory.settings, factory.sink, connection=connection)
+            except BaseException:
+                await connection.close()  # never entered, so __aexit__ will not give it back
+                raise
         return self.uow
 
     async def __aexit__(self, *exc_info: object) -> None:
