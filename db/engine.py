@@ -42,12 +42,16 @@ def create_engine(url: str, *, echo: bool = False, on_loop: bool = True) -> Asyn
             cargs, cparams = parsed.get_dialect()().create_connect_args(parsed)
             if on_loop:
                 kwargs["async_creator"] = lambda: sqlite_driver.connect_inline(*cargs, **cparams)
+                # Rolled back on return by _rollback_on_return instead, straight on sqlite3: SQLAlchemy's
+                # own reset awaits the driver, so a connection could be given back only from a greenlet.
+                kwargs["pool_reset_on_return"] = None
             else:
                 cparams["timeout"] = 30
                 kwargs["async_creator"] = lambda: sqlite_driver.connect(*cargs, **cparams)
     engine = create_async_engine(url, **kwargs)
     if "async_creator" in kwargs and on_loop:
         _ON_LOOP.add(engine)
+        event.listen(engine.sync_engine, "reset", _rollback_on_return)
     if is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
@@ -71,6 +75,13 @@ def _sqlite_begin(connection: Any) -> None:
         if driver.try_begin():
             return  # the usual case, straight on sqlite3; a lock held elsewhere is waited for below
     connection.exec_driver_sql(sqlite_driver.BEGIN)
+
+
+def _rollback_on_return(dbapi_connection: Any, _record: Any, _state: Any) -> None:
+    # What reset_on_return="rollback" does, for the on-loop driver, whose rollback never waits.
+    driver = dbapi_connection.driver_connection
+    if isinstance(driver, sqlite_driver.InlineConnection):
+        driver.rollback_now()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -366,6 +366,11 @@ class InlineConnection:
     async def rollback(self) -> None:
         self._conn.rollback()
 
+    def rollback_now(self) -> None:
+        """``rollback`` for callers that cannot await (the pool giving the connection back)."""
+        if self._connection is not None:
+            self._conn.rollback()
+
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         self._conn.create_function(*args, **kwargs)
 

@@ -16,12 +16,14 @@ from datetime import UTC
 
 import pytest
 from sqlalchemy import inspect, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
 from db.engine import create_engine, create_sessionmaker
 from db.models import Comment, Lead, User
 from db.repositories.leads import LeadDraft
 from db.repositories.users import USER_COLUMNS
+from db.sqlite_driver import InlineConnection
 from db.uow import UnitOfWorkFactory
 from tests.conftest import Team
 
@@ -180,3 +182,46 @@ async def test_a_read_waits_for_another_process_lock_without_freezing_the_loop(
         release.set()
         thread.join(10)
     assert user is not None and ticks == 20
+
+
+async def test_units_that_overlap_take_the_one_connection_in_turn(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    order: list[str] = []
+    first_has_it = asyncio.Event()
+
+    async def first() -> None:
+        async with uow_factory() as uow:
+            assert await uow.users.by_telegram_id(team.seller.tg.id) is not None
+            order.append("first in")
+            first_has_it.set()
+            await asyncio.sleep(0.05)  # an update awaiting Telegram while it holds the connection
+            order.append("first out")
+
+    async def second() -> None:
+        await first_has_it.wait()
+        async with uow_factory() as uow:  # nothing idle in the pool: it queues for the connection
+            order.append("second in")
+            assert await uow.users.by_telegram_id(team.mop.tg.id) is not None
+
+    async with asyncio.timeout(5):
+        await asyncio.gather(first(), second())
+    assert order == ["first in", "first out", "second in"]
+
+
+async def test_a_connection_given_back_inside_a_transaction_is_rolled_back(
+    engine: AsyncEngine, settings: Settings, team: Team
+) -> None:
+    connection = await engine.connect()
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert isinstance(driver, InlineConnection)
+    await driver.execute("BEGIN IMMEDIATE")  # behind SQLAlchemy's back: it sees no transaction to end
+    await driver.execute("UPDATE users SET first_name = 'никогда' WHERE id = ?", (team.seller.id,))
+    await connection.close()
+    assert not driver.in_transaction
+    other = sqlite3.connect(settings.database.url.removeprefix("sqlite+aiosqlite:///"), timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock went with the rollback
+        other.execute("ROLLBACK")
+        (name,) = other.execute("SELECT first_name FROM users WHERE id = ?", (team.seller.id,)).fetchone()
+    finally:
+        other.close()
+    assert name != "никогда"
