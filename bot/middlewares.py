@@ -44,9 +44,9 @@ class DatabaseMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         tg_user: TgUser | None = data.get("event_from_user")
         async with self.uow_factory() as uow:
-            actor = await uow.users.by_telegram_id(tg_user.id) if tg_user else None
+            actor = await uow.users.sender(tg_user.id) if tg_user else None
             if actor is not None and tg_user is not None:
-                await uow.users.touch_profile(actor, profile_of(tg_user))
+                actor = await uow.users.touch_profile(actor, profile_of(tg_user))
             lang = pick_language(
                 actor.language if actor else None,
                 tg_user.language_code if tg_user else None,

@@ -36,6 +36,7 @@ from bot.views import cut, esc, format_money, format_phone_html, status_label, u
 from db.enums import HistoryAction, LeadStatus, OutboxStatus, Role, StatusCode
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
 from db.models import Comment, Lead, LeadHistory, User
+from db.permissions import Actor
 from db.reader import Query
 from db.repositories.outbox import OutboxRow
 from db.rows import PersonRow
@@ -292,7 +293,7 @@ class OutboxNotifier:
             await self._update_team_post(uow, lead, new, actor, history_id)
 
     async def _update_team_post(
-        self, uow: UnitOfWork, lead: Lead, assignee: User | None, actor: User | None, history_id: int
+        self, uow: UnitOfWork, lead: Lead, assignee: User | None, actor: Actor | None, history_id: int
     ) -> None:
         """The team chat's post of a formerly unassigned lead now shows who has it, without "Take"."""
         post = await uow.outbox.by_key(team_post_key(lead.id))
@@ -369,7 +370,7 @@ class OutboxNotifier:
             return text, None
         return text, _column(_button(texts.t("notify.btn.take"), LeadCB(action=LeadAction.TAKE, lead_id=lead.id)))
 
-    def status_text(self, texts: Texts, lead: Lead, old: LeadStatus, new: LeadStatus, actor: User | None) -> str:
+    def status_text(self, texts: Texts, lead: Lead, old: LeadStatus, new: LeadStatus, actor: Actor | None) -> str:
         text = texts.t(
             "notify.status",
             lead_id=lead.id,
@@ -403,7 +404,7 @@ class OutboxNotifier:
         return texts_for(self.settings.bot.default_language)
 
     @staticmethod
-    def _actor_label(texts: Texts, actor: User | None) -> str:
+    def _actor_label(texts: Texts, actor: Actor | None) -> str:
         return user_label(actor) if actor is not None else texts.t("notify.system")
 
     @staticmethod

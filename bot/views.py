@@ -10,7 +10,7 @@ from bot.config import CrmSection
 from bot.texts import Texts
 from db.enums import LeadStatus
 from db.errors import DomainError, DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
-from db.models import User
+from db.permissions import Actor
 from db.rows import PersonRow
 from db.validation import format_phone
 
@@ -36,7 +36,7 @@ def role_label(texts: Texts, role: str) -> str:
     return texts.t(f"role.{role}")
 
 
-def user_label(user: User | PersonRow | None, texts: Texts | None = None) -> str:
+def user_label(user: Actor | PersonRow | None, texts: Texts | None = None) -> str:
     if user is None:
         return texts.t("common.none") if texts else "—"
     name = esc(user.full_name)

@@ -10,6 +10,29 @@ if TYPE_CHECKING:
     from db.models import User
 
 
+class Actor(Protocol):
+    """Who acts: the sender of an update (``db.rows.UserRow``) or an ORM ``User`` (the API's token holder, jobs)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def telegram_id(self) -> int: ...
+    @property
+    def first_name(self) -> str: ...
+    @property
+    def last_name(self) -> str | None: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def role(self) -> Role: ...
+    @property
+    def is_active(self) -> bool: ...
+    @property
+    def language(self) -> str | None: ...
+    @property
+    def full_name(self) -> str: ...
+
+
 class Lead(Protocol):
     """What the rules look at of a lead: an ORM ``Lead`` or a row read for the card."""
 
@@ -22,59 +45,59 @@ HEADS = frozenset({Role.ADMIN, Role.ROP})
 ASSIGNABLE_ROLES = frozenset({Role.SELLER})
 
 
-def can_create(actor: User) -> bool:
+def can_create(actor: Actor) -> bool:
     return actor.role in MANAGERS
 
 
-def can_view_all(actor: User) -> bool:
+def can_view_all(actor: Actor) -> bool:
     return actor.role in MANAGERS or actor.role == Role.FINANCE
 
 
-def can_view(actor: User, lead: Lead) -> bool:
+def can_view(actor: Actor, lead: Lead) -> bool:
     return can_view_all(actor) or (actor.role == Role.SELLER and lead.assigned_to_id == actor.id)
 
 
-def can_update(actor: User, lead: Lead) -> bool:
+def can_update(actor: Actor, lead: Lead) -> bool:
     return actor.role in MANAGERS or (actor.role == Role.SELLER and lead.assigned_to_id == actor.id)
 
 
-def can_comment(actor: User, lead: Lead) -> bool:
+def can_comment(actor: Actor, lead: Lead) -> bool:
     return can_update(actor, lead)
 
 
-def can_assign(actor: User) -> bool:
+def can_assign(actor: Actor) -> bool:
     return actor.role in MANAGERS
 
 
-def can_take(actor: User, lead: Lead) -> bool:
+def can_take(actor: Actor, lead: Lead) -> bool:
     """A salesperson may claim an unassigned lead (the team chat's "Take" button)."""
     return actor.role == Role.SELLER and lead.assigned_to_id is None
 
 
-def can_delete(actor: User) -> bool:
+def can_delete(actor: Actor) -> bool:
     return actor.role in HEADS
 
 
-def can_reopen(actor: User) -> bool:
+def can_reopen(actor: Actor) -> bool:
     return actor.role in HEADS
 
 
-def can_manage_team(actor: User) -> bool:
+def can_manage_team(actor: Actor) -> bool:
     return actor.role in HEADS
 
 
-def can_manage_outbox(actor: User) -> bool:
+def can_manage_outbox(actor: Actor) -> bool:
     """The notification queue (/outbox: counts, failures, retry) is for admins."""
     return actor.role == Role.ADMIN
 
 
-def can_invite(actor: User, role: Role) -> bool:
+def can_invite(actor: Actor, role: Role) -> bool:
     if actor.role == Role.ADMIN:
         return True
     return actor.role == Role.ROP and role != Role.ADMIN
 
 
-def can_change_role(actor: User, target: User, new_role: Role) -> bool:
+def can_change_role(actor: Actor, target: User, new_role: Role) -> bool:
     if actor.id == target.id:
         return False
     if actor.role == Role.ADMIN:

@@ -12,8 +12,34 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from db.enums import LeadStatus
+from db.enums import LeadStatus, Role
 from db.models import person_name
+
+
+@dataclass(slots=True, frozen=True)
+class UserRow:
+    """A team member as read at the start of an update: who acts (``db.permissions.Actor``).
+
+    Every update reads its sender; an ORM ``User`` for it cost more than the rest of reading a card.
+    Being frozen, it cannot be changed in the hope of a write: ``UserRepository`` writes changes
+    to the acting user itself and hands back the new row.
+    """
+
+    # In the order of the columns of ``users`` (``db.repositories.users.USER_COLUMNS``).
+    id: int
+    telegram_id: int
+    first_name: str
+    last_name: str | None
+    username: str | None
+    role: Role
+    is_active: bool
+    language: str | None
+    unreachable_since: datetime | None
+    created_at: datetime
+
+    @property
+    def full_name(self) -> str:
+        return person_name(self.first_name, self.last_name, self.id)
 
 
 @dataclass(slots=True, frozen=True)

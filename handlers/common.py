@@ -12,7 +12,7 @@ from bot.commands import command_names, set_chat_commands
 from bot.texts import Texts, texts_for
 from bot.views import esc
 from db.enums import Role
-from db.models import User
+from db.permissions import Actor
 from db.uow import UnitOfWork
 from handlers.filters import CANCEL_WORDS, TextIn
 from keyboards.callbacks import LangCB
@@ -26,7 +26,7 @@ async def cmd_cancel(message: Message, state: FSMContext, texts: Texts) -> None:
     await message.answer(texts.t("common.cancelled"))
 
 
-async def cmd_help(message: Message, actor: User, texts: Texts) -> None:
+async def cmd_help(message: Message, actor: Actor, texts: Texts) -> None:
     lines = [texts.t("start.help_header")]
     # Command descriptions are plain text written for Telegram's menu (they contain "<id>").
     lines += [f"/{name} — {esc(texts.t(f'cmd.{name}'))}" for name in command_names(Role(actor.role))]
@@ -40,7 +40,7 @@ async def cmd_lang(message: Message, texts: Texts) -> None:
     await message.answer(texts.t("lang.choose"), reply_markup=builder.as_markup())
 
 
-async def on_lang(query: CallbackQuery, callback_data: LangCB, actor: User, uow: UnitOfWork, bot: Bot) -> None:
+async def on_lang(query: CallbackQuery, callback_data: LangCB, actor: Actor, uow: UnitOfWork, bot: Bot) -> None:
     await uow.users.set_language(actor, callback_data.lang)
     texts = texts_for(callback_data.lang)
     if query.message is not None:

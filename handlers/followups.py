@@ -19,7 +19,8 @@ from bot.reminders import due_examples, parse_due, preset_due, presets_ahead, sn
 from bot.texts import Texts
 from bot.views import CALLBACK_ANSWER_LIMIT, cut, esc, format_dt
 from db.errors import InvalidInput
-from db.models import User, utcnow
+from db.models import utcnow
+from db.permissions import Actor
 from db.repositories.followups import MAX_FOLLOWUP_TEXT
 from db.uow import UnitOfWork
 from handlers.filters import HasText, conversation_router
@@ -69,7 +70,7 @@ async def _say(query: CallbackQuery, bot: Bot, text: str, markup: InlineKeyboard
 async def on_followup_start(
     query: CallbackQuery,
     callback_data: LeadCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -129,7 +130,7 @@ async def on_due_invalid(message: Message, texts: Texts, settings: Settings) -> 
 
 
 async def on_text(
-    message: Message, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings, state: FSMContext
+    message: Message, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings, state: FSMContext
 ) -> None:
     draft = await _draft(state)
     assert draft.due_at is not None
@@ -156,7 +157,7 @@ async def on_text_invalid(message: Message, texts: Texts) -> None:
 
 
 async def render_tasks(
-    actor: User, uow: UnitOfWork, texts: Texts, settings: Settings
+    actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings
 ) -> tuple[str, InlineKeyboardMarkup | None]:
     items, total = await uow.followups.open_for(actor, limit=TASKS_SHOWN)
     if not items:
@@ -181,13 +182,13 @@ async def render_tasks(
     return cut("\n".join(lines)), tasks_keyboard(texts, [item.followup.id for item in items])
 
 
-async def cmd_tasks(message: Message, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
+async def cmd_tasks(message: Message, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
     text, markup = await render_tasks(actor, uow, texts, settings)
     await message.answer(text, reply_markup=markup)
 
 
 async def on_menu_tasks(
-    query: CallbackQuery, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings, bot: Bot
+    query: CallbackQuery, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings, bot: Bot
 ) -> None:
     text, markup = await render_tasks(actor, uow, texts, settings)
     await query.answer()
@@ -195,7 +196,7 @@ async def on_menu_tasks(
 
 
 async def _redraw_tasks(
-    query: CallbackQuery, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings, bot: Bot
+    query: CallbackQuery, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings, bot: Bot
 ) -> None:
     if query.message is None:
         return
@@ -211,7 +212,7 @@ async def _redraw_tasks(
 async def on_done(
     query: CallbackQuery,
     callback_data: FollowUpCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -226,7 +227,7 @@ async def on_done(
 async def on_snooze(
     query: CallbackQuery,
     callback_data: SnoozeCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,

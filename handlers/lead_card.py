@@ -28,6 +28,7 @@ from db import permissions
 from db.enums import LeadField, LeadStatus
 from db.errors import DomainError, Forbidden, InvalidInput, InvalidTransition, NotFound
 from db.models import Lead, User
+from db.permissions import Actor
 from db.repositories import LeadChanges
 from db.uow import UnitOfWork
 from db.validation import MAX_COMMENT, MAX_NOTES, MAX_REASON, example_phone, parse_budget, parse_date
@@ -87,7 +88,7 @@ class EditDraft(BaseModel):
 
 
 async def _card(
-    uow: UnitOfWork, actor: User, lead_id: int, texts: Texts, settings: Settings, notice: str | None = None
+    uow: UnitOfWork, actor: Actor, lead_id: int, texts: Texts, settings: Settings, notice: str | None = None
 ) -> tuple[str, InlineKeyboardMarkup | None]:
     detail = await uow.leads.card(actor, lead_id)
     card = render_card(detail, texts, settings.crm, notice=notice)
@@ -124,7 +125,7 @@ async def _done(
     query: CallbackQuery,
     bot: Bot,
     uow: UnitOfWork,
-    actor: User,
+    actor: Actor,
     lead_id: int,
     texts: Texts,
     settings: Settings,
@@ -165,7 +166,7 @@ def _parse_id(raw: str) -> int | None:
 
 
 async def cmd_lead(
-    message: Message, command: CommandObject, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings
+    message: Message, command: CommandObject, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings
 ) -> None:
     lead_id = _parse_id(command.args or "")
     if lead_id is None:
@@ -178,7 +179,7 @@ async def cmd_lead(
 async def on_open(
     query: CallbackQuery,
     callback_data: LeadCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -193,7 +194,7 @@ async def on_open(
 async def on_card(
     query: CallbackQuery,
     callback_data: LeadCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -208,7 +209,7 @@ async def on_card(
 # ---- status ---------------------------------------------------------------------------------------------
 
 
-async def _moves_or_raise(uow: UnitOfWork, actor: User, lead_id: int) -> tuple[LeadStatus, list[LeadStatus]]:
+async def _moves_or_raise(uow: UnitOfWork, actor: Actor, lead_id: int) -> tuple[LeadStatus, list[LeadStatus]]:
     lead = await uow.leads.get(actor, lead_id)
     if not permissions.can_update(actor, lead):
         raise Forbidden("update")
@@ -219,7 +220,7 @@ async def _moves_or_raise(uow: UnitOfWork, actor: User, lead_id: int) -> tuple[L
 async def on_status_menu(
     query: CallbackQuery,
     callback_data: LeadCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -236,7 +237,7 @@ async def on_status_menu(
 async def on_status(
     query: CallbackQuery,
     callback_data: LeadStatusCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -262,7 +263,7 @@ async def on_status(
 
 
 async def on_refusal_reason(
-    message: Message, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings, state: FSMContext
+    message: Message, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings, state: FSMContext
 ) -> None:
     draft = await _draft(state, LeadRef)
     if draft is None:
@@ -292,7 +293,13 @@ async def on_text_expected(message: Message, texts: Texts) -> None:
 
 
 async def on_comment_start(
-    query: CallbackQuery, callback_data: LeadCB, actor: User, uow: UnitOfWork, texts: Texts, state: FSMContext, bot: Bot
+    query: CallbackQuery,
+    callback_data: LeadCB,
+    actor: Actor,
+    uow: UnitOfWork,
+    texts: Texts,
+    state: FSMContext,
+    bot: Bot,
 ) -> None:
     lead = await uow.leads.get(actor, callback_data.lead_id)
     if not permissions.can_comment(actor, lead):
@@ -303,7 +310,7 @@ async def on_comment_start(
 
 
 async def on_comment_text(
-    message: Message, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings, state: FSMContext
+    message: Message, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings, state: FSMContext
 ) -> None:
     draft = await _draft(state, LeadRef)
     if draft is None:
@@ -328,7 +335,7 @@ async def on_comment_text(
 async def on_assign_menu(
     query: CallbackQuery,
     callback_data: LeadCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -340,7 +347,7 @@ async def on_assign_menu(
 async def on_assign_page(
     query: CallbackQuery,
     callback_data: AssignPageCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -354,7 +361,7 @@ async def on_assign_page(
 
 async def _assign_menu(
     query: CallbackQuery,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -390,7 +397,7 @@ def _assign_question(lead: Lead, texts: Texts) -> str:
 async def on_assign(
     query: CallbackQuery,
     callback_data: AssignCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -401,7 +408,7 @@ async def on_assign(
     await _done(query, bot, uow, actor, lead.id, texts, settings, notice)
 
 
-async def _resolve_user(uow: UnitOfWork, actor: User, raw: str) -> User | None:
+async def _resolve_user(uow: UnitOfWork, actor: Actor, raw: str) -> User | None:
     """``@username``, ``#<user id>`` or a Telegram id."""
     if raw.startswith("@") and len(raw) > 1:
         name = raw[1:].casefold()
@@ -414,7 +421,7 @@ async def _resolve_user(uow: UnitOfWork, actor: User, raw: str) -> User | None:
 
 
 async def cmd_assign(
-    message: Message, command: CommandObject, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings
+    message: Message, command: CommandObject, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings
 ) -> None:
     if not permissions.can_assign(actor):
         raise Forbidden("assign")
@@ -447,7 +454,7 @@ async def cmd_assign(
 # ---- editing --------------------------------------------------------------------------------------------
 
 
-async def _editable(uow: UnitOfWork, actor: User, lead_id: int) -> Lead:
+async def _editable(uow: UnitOfWork, actor: Actor, lead_id: int) -> Lead:
     lead = await uow.leads.get(actor, lead_id)
     if not permissions.can_update(actor, lead):
         raise Forbidden("update")
@@ -457,7 +464,7 @@ async def _editable(uow: UnitOfWork, actor: User, lead_id: int) -> Lead:
 async def on_edit_menu(
     query: CallbackQuery,
     callback_data: LeadCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -484,7 +491,7 @@ def _current_value(field: LeadField, lead: Lead, texts: Texts, settings: Setting
 async def on_edit_field(
     query: CallbackQuery,
     callback_data: LeadEditCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -511,7 +518,7 @@ async def on_edit_field(
     await query.answer()
 
 
-async def _apply_edit(uow: UnitOfWork, actor: User, lead_id: int, field: LeadField, value: object) -> bool:
+async def _apply_edit(uow: UnitOfWork, actor: Actor, lead_id: int, field: LeadField, value: object) -> bool:
     """Change one field; True when the value actually changed."""
     lead = await uow.leads.get(actor, lead_id)
     before = getattr(lead, field.value)
@@ -522,7 +529,7 @@ async def _apply_edit(uow: UnitOfWork, actor: User, lead_id: int, field: LeadFie
 async def on_edit_clear(
     query: CallbackQuery,
     callback_data: LeadEditCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -545,7 +552,7 @@ async def on_edit_clear(
 async def on_source(
     query: CallbackQuery,
     callback_data: LeadSourceCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -562,7 +569,7 @@ async def on_source(
 
 
 async def on_edit_value(
-    message: Message, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings, state: FSMContext
+    message: Message, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings, state: FSMContext
 ) -> None:
     draft = await _draft(state, EditDraft)
     if draft is None:
@@ -597,7 +604,7 @@ async def on_edit_value(
 async def on_delete_ask(
     query: CallbackQuery,
     callback_data: LeadCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -612,7 +619,7 @@ async def on_delete_ask(
 
 
 async def on_delete_confirm(
-    query: CallbackQuery, callback_data: LeadCB, actor: User, uow: UnitOfWork, texts: Texts, bot: Bot
+    query: CallbackQuery, callback_data: LeadCB, actor: Actor, uow: UnitOfWork, texts: Texts, bot: Bot
 ) -> None:
     lead = await uow.leads.delete(actor, callback_data.lead_id)
     notice = texts.t("card.done.deleted", lead_id=lead.id)
@@ -624,7 +631,7 @@ async def on_delete_confirm(
 
 
 async def _more_page(
-    uow: UnitOfWork, actor: User, kind: MoreKind, lead_id: int, before_id: int, texts: Texts, settings: Settings
+    uow: UnitOfWork, actor: Actor, kind: MoreKind, lead_id: int, before_id: int, texts: Texts, settings: Settings
 ) -> tuple[str, InlineKeyboardMarkup]:
     before = before_id or None
     if kind is MoreKind.COMMENTS:
@@ -639,7 +646,7 @@ async def _more_page(
 async def on_more(
     query: CallbackQuery,
     callback_data: LeadCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -655,7 +662,7 @@ async def on_more(
 async def on_more_page(
     query: CallbackQuery,
     callback_data: LeadMoreCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,

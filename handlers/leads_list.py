@@ -22,7 +22,7 @@ from bot.texts import Texts
 from bot.views import MESSAGE_LIMIT, cut, esc, format_phone_html, status_label
 from db import permissions
 from db.enums import LeadStatus, Role, StatusCode
-from db.models import User
+from db.permissions import Actor
 from db.repositories import LeadFilter
 from db.repositories.leads import LeadRow
 from db.uow import UnitOfWork
@@ -109,7 +109,7 @@ def render_rows(texts: Texts, header: str, leads: Sequence[LeadRow], footer: str
 
 
 async def _header(
-    actor: User, uow: UnitOfWork, texts: Texts, settings: Settings, filters: ListFilters, page: int | None
+    actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings, filters: ListFilters, page: int | None
 ) -> str:
     own = not permissions.can_view_all(actor)
     parts = [texts.t("leads.title_own" if own else "leads.title")]
@@ -138,7 +138,7 @@ def _lead_filter(filters: ListFilters, settings: Settings) -> LeadFilter:
 
 
 async def render_list(
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -186,7 +186,7 @@ async def render_list(
 # ---- checking button data ----------------------------------------------------------------------------
 
 
-async def _checked_filters(data: LeadListCB, actor: User, uow: UnitOfWork, settings: Settings) -> ListFilters | None:
+async def _checked_filters(data: LeadListCB, actor: Actor, uow: UnitOfWork, settings: Settings) -> ListFilters | None:
     """The filter a button asks for, or None when it names something that does not exist."""
     status: StatusCode | None = None
     if data.status is not None:
@@ -227,13 +227,13 @@ async def _edit(bot: Bot, query: CallbackQuery, text: str, markup: InlineKeyboar
 # ---- handlers ----------------------------------------------------------------------------------------
 
 
-async def cmd_leads(message: Message, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
+async def cmd_leads(message: Message, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
     text, markup = await render_list(actor, uow, texts, settings, ListFilters())
     await message.answer(text, reply_markup=markup)
 
 
 async def on_menu_leads(
-    query: CallbackQuery, bot: Bot, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings
+    query: CallbackQuery, bot: Bot, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings
 ) -> None:
     text, markup = await render_list(actor, uow, texts, settings, ListFilters())
     chat_id = query.message.chat.id if query.message is not None else query.from_user.id
@@ -245,7 +245,7 @@ async def on_list_page(
     query: CallbackQuery,
     callback_data: LeadListCB,
     bot: Bot,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -277,7 +277,7 @@ async def on_list_pick(
     query: CallbackQuery,
     callback_data: LeadListCB,
     bot: Bot,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -306,7 +306,7 @@ async def on_list_pick(
 
 
 async def _send_results(
-    message: Message, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings, raw: str
+    message: Message, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings, raw: str
 ) -> None:
     """At most one page of matches. Too short a text raises InvalidInput (``query_too_short``)."""
     size = settings.crm.page_size
@@ -324,7 +324,7 @@ async def cmd_find(
     message: Message,
     command: CommandObject,
     state: FSMContext,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -344,7 +344,7 @@ async def on_menu_find(query: CallbackQuery, bot: Bot, state: FSMContext, texts:
 
 
 async def on_find_text(
-    message: Message, state: FSMContext, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings
+    message: Message, state: FSMContext, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings
 ) -> None:
     # A too-short text raises before the state is cleared: the user is told why and can type again.
     await _send_results(message, actor, uow, texts, settings, message.text or "")

@@ -21,6 +21,7 @@ from bot.views import cut, describe_error, esc, format_money, format_phone_html,
 from db import permissions
 from db.errors import DuplicateLead, Forbidden, InvalidInput
 from db.models import User
+from db.permissions import Actor
 from db.repositories.leads import LeadDraft
 from db.uow import UnitOfWork
 from db.validation import MAX_NOTES, clean_name, clean_text, example_phone, normalize_phone, parse_budget
@@ -165,7 +166,7 @@ async def _go(
 
 
 async def _start(
-    event: Message | CallbackQuery, actor: User, state: FSMContext, texts: Texts, settings: Settings, uow: UnitOfWork
+    event: Message | CallbackQuery, actor: Actor, state: FSMContext, texts: Texts, settings: Settings, uow: UnitOfWork
 ) -> None:
     if not permissions.can_create(actor):
         raise Forbidden("create")
@@ -179,13 +180,13 @@ async def _start(
 
 
 async def cmd_new(
-    message: Message, actor: User, state: FSMContext, texts: Texts, settings: Settings, uow: UnitOfWork
+    message: Message, actor: Actor, state: FSMContext, texts: Texts, settings: Settings, uow: UnitOfWork
 ) -> None:
     await _start(message, actor, state, texts, settings, uow)
 
 
 async def menu_new(
-    query: CallbackQuery, actor: User, state: FSMContext, texts: Texts, settings: Settings, uow: UnitOfWork
+    query: CallbackQuery, actor: Actor, state: FSMContext, texts: Texts, settings: Settings, uow: UnitOfWork
 ) -> None:
     await _start(query, actor, state, texts, settings, uow)
 
@@ -212,7 +213,7 @@ async def name_invalid(message: Message, state: FSMContext, texts: Texts, settin
 
 
 async def phone_entered(
-    message: Message, actor: User, state: FSMContext, texts: Texts, settings: Settings, uow: UnitOfWork
+    message: Message, actor: Actor, state: FSMContext, texts: Texts, settings: Settings, uow: UnitOfWork
 ) -> None:
     draft = await _load(state)
     raw = message.contact.phone_number if message.contact is not None else (message.text or "")
@@ -386,7 +387,7 @@ async def assignee_invalid(
 
 
 async def create(
-    query: CallbackQuery, actor: User, state: FSMContext, texts: Texts, settings: Settings, uow: UnitOfWork
+    query: CallbackQuery, actor: Actor, state: FSMContext, texts: Texts, settings: Settings, uow: UnitOfWork
 ) -> None:
     draft = await _load(state)
     try:

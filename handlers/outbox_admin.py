@@ -11,7 +11,7 @@ from bot.config import Settings
 from bot.texts import Texts
 from bot.views import cut, esc, user_label
 from db.enums import OutboxStatus
-from db.models import User
+from db.permissions import Actor
 from db.repositories.outbox import OutboxOverview
 from db.uow import UnitOfWork
 from keyboards.callbacks import MenuAction, MenuCB, OutboxAction, OutboxCB
@@ -62,26 +62,26 @@ def render(texts: Texts, overview: OutboxOverview, settings: Settings) -> tuple[
     return cut("\n".join(lines)), builder.as_markup()
 
 
-async def cmd_outbox(message: Message, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
+async def cmd_outbox(message: Message, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
     text, markup = render(texts, await uow.outbox.overview(actor), settings)
     await message.answer(text, reply_markup=markup)
 
 
-async def on_menu_outbox(query: CallbackQuery, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
+async def on_menu_outbox(query: CallbackQuery, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
     text, markup = render(texts, await uow.outbox.overview(actor), settings)
     if query.message is not None:
         await query.message.answer(text, reply_markup=markup)
     await query.answer()
 
 
-async def on_refresh(query: CallbackQuery, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
+async def on_refresh(query: CallbackQuery, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
     text, markup = render(texts, await uow.outbox.overview(actor), settings)
     if isinstance(query.message, Message):
         await query.message.edit_text(text, reply_markup=markup)
     await query.answer()
 
 
-async def on_retry(query: CallbackQuery, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
+async def on_retry(query: CallbackQuery, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings) -> None:
     count = await uow.outbox.retry_failed(actor)
     text, markup = render(texts, await uow.outbox.overview(actor), settings)
     if isinstance(query.message, Message):

@@ -24,6 +24,7 @@ from bot.views import cut, esc, format_dt, role_label, user_label
 from db import permissions
 from db.enums import Role
 from db.models import Invite, User
+from db.permissions import Actor
 from db.uow import UnitOfWork
 from keyboards.callbacks import InviteCB, MenuAction, MenuCB, UserAction, UserCB, UsersPageCB
 from keyboards.people import invite_roles, member_panel, users_page
@@ -62,7 +63,7 @@ def parse_role(word: str) -> Role | None:
     return _ROLE_ALIASES.get(key)
 
 
-def invitable_roles(actor: User) -> list[Role]:
+def invitable_roles(actor: Actor) -> list[Role]:
     return [role for role in ROLE_ORDER if permissions.can_invite(actor, role)]
 
 
@@ -99,7 +100,7 @@ def _order(user: User) -> tuple[bool, int, str, int]:
     return (not user.is_active, rank, user.full_name.casefold(), user.id)
 
 
-async def _sorted_team(actor: User, uow: UnitOfWork) -> list[User]:
+async def _sorted_team(actor: Actor, uow: UnitOfWork) -> list[User]:
     return sorted(await uow.users.team(actor), key=_order)
 
 
@@ -107,7 +108,9 @@ def _pages(count: int) -> int:
     return max(1, -(-count // PAGE_SIZE))
 
 
-async def render_team(actor: User, uow: UnitOfWork, texts: Texts, page: int) -> tuple[str, InlineKeyboardMarkup | None]:
+async def render_team(
+    actor: Actor, uow: UnitOfWork, texts: Texts, page: int
+) -> tuple[str, InlineKeyboardMarkup | None]:
     team = await _sorted_team(actor, uow)
     pages = _pages(len(team))
     page = min(max(page, 0), pages - 1)
@@ -157,7 +160,7 @@ def _cut_name(line: str, user: User, texts: Texts, number: int, marks: list[str]
 
 
 async def render_member(
-    actor: User, uow: UnitOfWork, texts: Texts, settings: Settings, user_id: int
+    actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings, user_id: int
 ) -> tuple[str, InlineKeyboardMarkup]:
     target = await uow.users.member(actor, user_id)
     team = await _sorted_team(actor, uow)
@@ -234,7 +237,7 @@ async def sync_commands(bot: Bot, user: User, settings: Settings) -> None:
 
 
 async def cmd_invite(
-    message: Message, command: CommandObject, actor: User, uow: UnitOfWork, texts: Texts, settings: Settings, bot: Bot
+    message: Message, command: CommandObject, actor: Actor, uow: UnitOfWork, texts: Texts, settings: Settings, bot: Bot
 ) -> None:
     if message.chat.type != ChatType.PRIVATE:
         # A link posted in a group could be used by anyone in it.
@@ -254,7 +257,7 @@ async def cmd_invite(
     await message.answer(await invite_text(bot, invite, texts, settings))
 
 
-async def on_menu_invite(query: CallbackQuery, actor: User, texts: Texts, bot: Bot) -> None:
+async def on_menu_invite(query: CallbackQuery, actor: Actor, texts: Texts, bot: Bot) -> None:
     roles = invitable_roles(actor)
     if not roles:
         await query.answer(texts.t("people.invite.nobody"), show_alert=True)
@@ -266,7 +269,7 @@ async def on_menu_invite(query: CallbackQuery, actor: User, texts: Texts, bot: B
 async def on_invite_role(
     query: CallbackQuery,
     callback_data: InviteCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -284,19 +287,19 @@ async def on_invite_role(
 # ---- /users -----------------------------------------------------------------------------------------
 
 
-async def cmd_users(message: Message, actor: User, uow: UnitOfWork, texts: Texts) -> None:
+async def cmd_users(message: Message, actor: Actor, uow: UnitOfWork, texts: Texts) -> None:
     text, markup = await render_team(actor, uow, texts, 0)
     await message.answer(text, reply_markup=markup)
 
 
-async def on_menu_users(query: CallbackQuery, actor: User, uow: UnitOfWork, texts: Texts, bot: Bot) -> None:
+async def on_menu_users(query: CallbackQuery, actor: Actor, uow: UnitOfWork, texts: Texts, bot: Bot) -> None:
     text, markup = await render_team(actor, uow, texts, 0)
     await _send(query, bot, text, markup)
     await query.answer()
 
 
 async def on_users_page(
-    query: CallbackQuery, callback_data: UsersPageCB, actor: User, uow: UnitOfWork, texts: Texts, bot: Bot
+    query: CallbackQuery, callback_data: UsersPageCB, actor: Actor, uow: UnitOfWork, texts: Texts, bot: Bot
 ) -> None:
     text, markup = await render_team(actor, uow, texts, callback_data.page)
     await _show(query, bot, text, markup)
@@ -306,7 +309,7 @@ async def on_users_page(
 async def on_user_open(
     query: CallbackQuery,
     callback_data: UserCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -320,7 +323,7 @@ async def on_user_open(
 async def on_user_set_role(
     query: CallbackQuery,
     callback_data: UserCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,
@@ -340,7 +343,7 @@ async def on_user_set_role(
 async def on_user_set_active(
     query: CallbackQuery,
     callback_data: UserCB,
-    actor: User,
+    actor: Actor,
     uow: UnitOfWork,
     texts: Texts,
     settings: Settings,

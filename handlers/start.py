@@ -13,7 +13,7 @@ from bot.texts import Texts, pick_language, texts_for
 from bot.views import esc, role_label
 from db.enums import Role
 from db.errors import DomainError
-from db.models import User
+from db.permissions import Actor
 from db.uow import UnitOfWork
 from keyboards.menu import main_menu
 
@@ -21,7 +21,7 @@ from keyboards.menu import main_menu
 async def cmd_start(
     message: Message,
     command: CommandObject,
-    actor: User | None,
+    actor: Actor | None,
     uow: UnitOfWork,
     texts: Texts,
     state: FSMContext,

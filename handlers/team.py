@@ -14,12 +14,12 @@ from aiogram.types import CallbackQuery
 from bot.texts import Texts
 from db import permissions
 from db.events import LeadReassigned
-from db.models import User
+from db.permissions import Actor
 from db.uow import UnitOfWork
 from keyboards.callbacks import LeadAction, LeadCB
 
 
-async def on_take(query: CallbackQuery, callback_data: LeadCB, actor: User, uow: UnitOfWork, texts: Texts) -> None:
+async def on_take(query: CallbackQuery, callback_data: LeadCB, actor: Actor, uow: UnitOfWork, texts: Texts) -> None:
     if actor.role not in permissions.ASSIGNABLE_ROLES:
         await query.answer(texts.t("team.only_sellers"), show_alert=True)
         return

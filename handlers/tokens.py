@@ -9,11 +9,11 @@ from aiogram.types import Message
 
 from bot.texts import Texts
 from bot.views import esc
-from db.models import User
+from db.permissions import Actor
 from db.uow import UnitOfWork
 
 
-async def cmd_token(message: Message, command: CommandObject, actor: User, uow: UnitOfWork, texts: Texts) -> None:
+async def cmd_token(message: Message, command: CommandObject, actor: Actor, uow: UnitOfWork, texts: Texts) -> None:
     if message.chat.type != ChatType.PRIVATE:
         # A token posted in a group is a token leaked to the group.
         await message.answer(texts.t("tokens.private_only"))

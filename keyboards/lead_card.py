@@ -16,6 +16,7 @@ from bot.views import status_label
 from db import permissions
 from db.enums import LeadField, LeadStatus
 from db.models import User
+from db.permissions import Actor
 from db.rows import LeadCardRow
 from keyboards.buttons import callback_button, inline_markup
 from keyboards.callbacks import (
@@ -43,7 +44,7 @@ EDIT_FIELDS: dict[EditField, LeadField] = {
 CLEARABLE = frozenset({EditField.NOTES, EditField.CLOSING_DATE})
 
 
-def extra_rows(actor: User, lead: LeadCardRow, texts: Texts) -> list[list[InlineKeyboardButton]]:
+def extra_rows(actor: Actor, lead: LeadCardRow, texts: Texts) -> list[list[InlineKeyboardButton]]:
     """THE place for rows other features add to the card, between the actions and the "more" buttons.
 
     Reserved for the notifications features: ``LeadAction.TAKE`` (a salesperson takes an unassigned
@@ -58,7 +59,7 @@ def extra_rows(actor: User, lead: LeadCardRow, texts: Texts) -> list[list[Inline
 
 
 def card_keyboard(
-    actor: User, lead: LeadCardRow, moves: Sequence[LeadStatus], card: Card, texts: Texts
+    actor: Actor, lead: LeadCardRow, moves: Sequence[LeadStatus], card: Card, texts: Texts
 ) -> InlineKeyboardMarkup | None:
     lead_id = lead.id
     rows: list[list[InlineKeyboardButton]] = []

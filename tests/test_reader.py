@@ -12,6 +12,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import FrozenInstanceError
 from datetime import UTC
 
 import pytest
@@ -23,6 +24,7 @@ from db.engine import create_engine, create_sessionmaker
 from db.models import Comment, Lead, User
 from db.repositories.leads import LeadDraft
 from db.repositories.users import USER_COLUMNS
+from db.rows import UserRow
 from db.sqlite_driver import InlineConnection
 from db.uow import UnitOfWorkFactory
 from tests.conftest import Team
@@ -83,7 +85,20 @@ async def test_a_read_sees_the_updates_own_pending_changes(any_factory: UnitOfWo
         assert card.lead.client_name == "Анна <b>Ким</b>"
 
 
-async def test_the_adopted_sender_is_the_sessions_own_user(any_factory: UnitOfWorkFactory, team: Team) -> None:
+async def test_the_sender_is_a_frozen_row_with_the_orms_values(any_factory: UnitOfWorkFactory, team: Team) -> None:
+    async with any_factory() as uow:
+        sender = await uow.users.sender(team.seller.tg.id)
+        assert isinstance(sender, UserRow)
+        assert [getattr(sender, column.key) for column in USER_COLUMNS] == [
+            getattr(team.seller.user, column.key) for column in USER_COLUMNS
+        ]
+        assert sender.full_name == team.seller.user.full_name and sender.created_at.tzinfo is UTC
+        with pytest.raises(FrozenInstanceError):
+            sender.language = "en"  # type: ignore[misc]
+        assert await uow.users.sender(424_242) is None
+
+
+async def test_a_user_read_as_a_row_and_adopted_is_the_sessions_own(any_factory: UnitOfWorkFactory, team: Team) -> None:
     async with any_factory() as uow:
         actor = await uow.users.by_telegram_id(team.seller.tg.id)
         assert actor is not None

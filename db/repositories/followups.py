@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import permissions
 from db.enums import HistoryAction
 from db.errors import Forbidden, InvalidInput, NotFound
-from db.models import FollowUp, Lead, LeadHistory, User, utcnow
+from db.models import FollowUp, Lead, LeadHistory, utcnow
+from db.permissions import Actor
 from db.validation import clean_text
 
 MAX_FOLLOWUP_TEXT = 500
@@ -46,7 +47,7 @@ class FollowUpRepository:
 
     # ---- the people's side ---------------------------------------------------------------------------
 
-    async def lead_for_followup(self, actor: User, lead_id: int) -> Lead:
+    async def lead_for_followup(self, actor: Actor, lead_id: int) -> Lead:
         """The live lead, if ``actor`` may set follow-ups on it (i.e. may update it)."""
         lead = await self.session.scalar(select(Lead).where(Lead.id == lead_id, Lead.deleted_at.is_(None)))
         if lead is None:
@@ -56,7 +57,7 @@ class FollowUpRepository:
         return lead
 
     async def create(
-        self, actor: User, lead_id: int, due_at: datetime, text: str, *, now: datetime | None = None
+        self, actor: Actor, lead_id: int, due_at: datetime, text: str, *, now: datetime | None = None
     ) -> FollowUpItem:
         now = now or utcnow()
         lead = await self.lead_for_followup(actor, lead_id)
@@ -82,14 +83,14 @@ class FollowUpRepository:
             raise NotFound("followup", followup_id)
         return FollowUpItem(followup=row[0], lead=row[1])
 
-    async def _for_update(self, actor: User, followup_id: int) -> FollowUpItem:
+    async def _for_update(self, actor: Actor, followup_id: int) -> FollowUpItem:
         item = await self._load(followup_id)
         if not permissions.can_update(actor, item.lead):
             raise Forbidden("update")
         return item
 
     async def complete(
-        self, actor: User, followup_id: int, *, now: datetime | None = None
+        self, actor: Actor, followup_id: int, *, now: datetime | None = None
     ) -> tuple[FollowUpItem, bool]:
         """Mark done; returns the follow-up and whether this call did it (a second press changes nothing)."""
         now = now or utcnow()
@@ -101,7 +102,7 @@ class FollowUpRepository:
         return item, True
 
     async def snooze(
-        self, actor: User, followup_id: int, until: datetime, *, now: datetime | None = None
+        self, actor: Actor, followup_id: int, until: datetime, *, now: datetime | None = None
     ) -> FollowUpItem:
         """Move the due time; the assignee is reminded again at the new time (the ROPs only ever once)."""
         now = now or utcnow()
@@ -114,7 +115,7 @@ class FollowUpRepository:
         item.followup.reminded_at = None
         return item
 
-    def _history(self, lead: Lead, actor: User, action: HistoryAction, followup: FollowUp, now: datetime) -> None:
+    def _history(self, lead: Lead, actor: Actor, action: HistoryAction, followup: FollowUp, now: datetime) -> None:
         self.session.add(
             LeadHistory(
                 lead_id=lead.id,
@@ -135,7 +136,7 @@ class FollowUpRepository:
             .where(FollowUp.done_at.is_(None), Lead.deleted_at.is_(None))
         )
 
-    async def open_for(self, actor: User, *, limit: int) -> tuple[list[FollowUpItem], int]:
+    async def open_for(self, actor: Actor, *, limit: int) -> tuple[list[FollowUpItem], int]:
         """``actor``'s open follow-ups, soonest first, and how many there are in all.
 
         Theirs: on their leads, on unassigned leads they set; a manager also sees the ones they set on
@@ -152,7 +153,7 @@ class FollowUpRepository:
             total = int(await self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
         return items, total
 
-    async def open_for_lead(self, actor: User, lead_id: int, *, limit: int = 5) -> list[FollowUp]:
+    async def open_for_lead(self, actor: Actor, lead_id: int, *, limit: int = 5) -> list[FollowUp]:
         """Open follow-ups of one lead for its card (anyone who may view the lead)."""
         lead = await self.session.scalar(select(Lead).where(Lead.id == lead_id, Lead.deleted_at.is_(None)))
         if lead is None:

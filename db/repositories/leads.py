@@ -20,9 +20,10 @@ from db.enums import FORWARD_MOVES, REOPEN_MOVES, HistoryAction, LeadField, Lead
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
 from db.models import Comment, FollowUp, Lead, LeadHistory, User, person_name, utcnow
+from db.permissions import Actor
 from db.reader import Query, Reader
 from db.repositories.users import USER_COLUMNS, adopt_user
-from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow
+from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow, UserRow
 from db.validation import (
     MAX_COMMENT,
     MAX_NOTES,
@@ -313,13 +314,13 @@ class LeadRepository:
             raise NotFound("lead", lead_id)
         return lead
 
-    async def get(self, actor: User, lead_id: int) -> Lead:
+    async def get(self, actor: Actor, lead_id: int) -> Lead:
         lead = await self._load(lead_id)
         if not permissions.can_view(actor, lead):
             raise Forbidden("view", "this lead is assigned to someone else")
         return lead
 
-    async def get_detail(self, actor: User, lead_id: int, *, comments: int = 5, history: int = 5) -> LeadDetail:
+    async def get_detail(self, actor: Actor, lead_id: int, *, comments: int = 5, history: int = 5) -> LeadDetail:
         """The lead with its latest ``comments`` comments and ``history`` history rows (newest last)."""
         lead = await self.get(actor, lead_id)
         detail = LeadDetail(lead=lead)
@@ -336,7 +337,7 @@ class LeadRepository:
         return detail
 
     async def card(
-        self, actor: User, lead_id: int, *, comments: int = 5, history: int = 5, followups: int = 3
+        self, actor: Actor, lead_id: int, *, comments: int = 5, history: int = 5, followups: int = 3
     ) -> LeadCardData:
         """What the card shows, for anyone who may view the lead (see ``LeadCardData``)."""
         reader = self.reader
@@ -365,7 +366,7 @@ class LeadRepository:
             data.followups = [FollowUpRow(f[0], f[1], f[2]) for f in rows]
         return data
 
-    def _visible(self, actor: User, flt: LeadFilter) -> Select[Any]:
+    def _visible(self, actor: Actor, flt: LeadFilter) -> Select[Any]:
         stmt = select(Lead).where(Lead.deleted_at.is_(None))
         scope = _scope(actor)
         if scope is not None:
@@ -386,7 +387,7 @@ class LeadRepository:
 
     async def page(
         self,
-        actor: User,
+        actor: Actor,
         flt: LeadFilter,
         *,
         limit: int,
@@ -411,7 +412,7 @@ class LeadRepository:
             rows.reverse()
         return LeadPage(items=rows, has_more=has_more)
 
-    async def list_offset(self, actor: User, flt: LeadFilter, *, page: int, size: int) -> tuple[list[Lead], int]:
+    async def list_offset(self, actor: Actor, flt: LeadFilter, *, page: int, size: int) -> tuple[list[Lead], int]:
         """Page-numbered listing for the HTTP API: ``(items, total)``.
 
         COUNT and OFFSET walk O(rows) in SQLite (about 0.1 s each on a million leads). So, per filter
@@ -450,7 +451,7 @@ class LeadRepository:
         rows = (await self.session.scalars(select(Lead).where(Lead.id.in_(ids)).order_by(Lead.id.desc()))).all()
         return list(rows), listing.total
 
-    async def search(self, actor: User, text: str, *, limit: int) -> list[LeadRow]:
+    async def search(self, actor: Actor, text: str, *, limit: int) -> list[LeadRow]:
         params = _list_params(actor, LeadFilter(text=text))
         params["limit"] = limit
         query = _list_query((tuple(params), False))
@@ -465,7 +466,7 @@ class LeadRepository:
     def _history(
         self,
         lead: Lead,
-        actor: User | None,
+        actor: Actor | None,
         action: HistoryAction,
         old: object = None,
         new: object = None,
@@ -509,7 +510,7 @@ class LeadRepository:
             existing = await self.find_live_by_phone(phone)
             raise DuplicateLead(phone, existing.id if existing else 0) from None
 
-    async def create(self, actor: User, draft: LeadDraft) -> Lead:
+    async def create(self, actor: Actor, draft: LeadDraft) -> Lead:
         if not permissions.can_create(actor):
             raise Forbidden("create")
         name = clean_name(draft.client_name)
@@ -558,17 +559,19 @@ class LeadRepository:
         self.events.append(LeadCreated(lead_id, actor.id))
         return lead
 
-    async def _in_session(self, user: User) -> User:
-        """This session's object for ``user`` (who may come from another session, e.g. in tests)."""
+    async def _in_session(self, user: Actor) -> User:
+        """This session's object for ``user``: a row read this update, or a ``User`` of another session."""
         held = self.session.sync_session.identity_map.get(identity_key(User, user.id))
         if isinstance(held, User):
             return held
+        if isinstance(user, UserRow):  # read in this transaction: adopted as it is, not read again
+            return adopt_user(self.session, [getattr(user, column.key) for column in USER_COLUMNS])
         found = await self.session.get(User, user.id)
         if found is None:
             raise NotFound("user", user.id)
         return found
 
-    async def update(self, actor: User, lead_id: int, changes: LeadChanges) -> Lead:
+    async def update(self, actor: Actor, lead_id: int, changes: LeadChanges) -> Lead:
         lead = await self._load(lead_id, for_update=True)
         if not permissions.can_update(actor, lead):
             raise Forbidden("update")
@@ -606,7 +609,7 @@ class LeadRepository:
                 await self._flush_unique(phone)
         return lead
 
-    def allowed_moves(self, actor: User, lead: Lead | LeadCardRow) -> list[LeadStatus]:
+    def allowed_moves(self, actor: Actor, lead: Lead | LeadCardRow) -> list[LeadStatus]:
         if not permissions.can_update(actor, lead):
             return []
         moves = set(FORWARD_MOVES[lead.status])
@@ -615,7 +618,7 @@ class LeadRepository:
         return sorted(moves, key=lambda s: s.code)
 
     async def change_status(
-        self, actor: User, lead_id: int, new_status: LeadStatus, *, reason: str | None = None
+        self, actor: Actor, lead_id: int, new_status: LeadStatus, *, reason: str | None = None
     ) -> Lead:
         lead = await self._load(lead_id, for_update=True)
         if not permissions.can_update(actor, lead):
@@ -640,7 +643,7 @@ class LeadRepository:
         self.events.append(LeadStatusChanged(lead.id, actor.id, old_status, new_status))
         return lead
 
-    async def assign(self, actor: User, lead_id: int, assignee_id: int) -> Lead:
+    async def assign(self, actor: Actor, lead_id: int, assignee_id: int) -> Lead:
         if not permissions.can_assign(actor):
             raise Forbidden("assign")
         lead = await self._load(lead_id, for_update=True)
@@ -656,7 +659,7 @@ class LeadRepository:
         self.events.append(LeadReassigned(lead.id, actor.id, old_id, assignee.id))
         return lead
 
-    async def take(self, actor: User, lead_id: int) -> Lead:
+    async def take(self, actor: Actor, lead_id: int) -> Lead:
         """A salesperson claims an unassigned lead; one conditional UPDATE makes two presses give one owner."""
         lead = await self._load(lead_id)
         if actor.role != Role.SELLER:
@@ -678,7 +681,7 @@ class LeadRepository:
         self.events.append(LeadReassigned(lead.id, actor.id, None, actor.id))
         return lead
 
-    async def add_comment(self, actor: User, lead_id: int, text: str) -> Comment:
+    async def add_comment(self, actor: Actor, lead_id: int, text: str) -> Comment:
         lead = await self._load(lead_id)
         if not permissions.can_comment(actor, lead):
             raise Forbidden("comment")
@@ -692,7 +695,7 @@ class LeadRepository:
         self.events.append(CommentAdded(lead.id, actor.id, comment.id))
         return comment
 
-    async def delete(self, actor: User, lead_id: int) -> Lead:
+    async def delete(self, actor: Actor, lead_id: int) -> Lead:
         if not permissions.can_delete(actor):
             raise Forbidden("delete")
         lead = await self._load(lead_id, for_update=True)
@@ -703,7 +706,7 @@ class LeadRepository:
         return lead
 
     async def comments(
-        self, actor: User, lead_id: int, *, limit: int = 50, before_id: int | None = None
+        self, actor: Actor, lead_id: int, *, limit: int = 50, before_id: int | None = None
     ) -> list[Comment]:
         await self.get(actor, lead_id)
         stmt = select(Comment).where(Comment.lead_id == lead_id)
@@ -712,7 +715,7 @@ class LeadRepository:
         rows = await self.session.scalars(stmt.order_by(Comment.id.desc()).limit(limit))
         return list(rows.all())
 
-    async def history(self, actor: User, lead_id: int) -> list[LeadHistory]:
+    async def history(self, actor: Actor, lead_id: int) -> list[LeadHistory]:
         await self.get(actor, lead_id)
         rows = await self.session.scalars(
             select(LeadHistory).where(LeadHistory.lead_id == lead_id).order_by(LeadHistory.id)
@@ -761,7 +764,7 @@ def _like(value: str) -> str:
     return value.replace(escape, escape * 2).replace("%", escape + "%").replace("_", escape + "_")
 
 
-def _scope(actor: User) -> int | None:
+def _scope(actor: Actor) -> int | None:
     """Whose leads ``actor`` may list: None for everyone's, else their own id; others may not list at all."""
     if permissions.can_view_all(actor):
         return None
@@ -770,7 +773,7 @@ def _scope(actor: User) -> int | None:
     return actor.id
 
 
-def _list_params(actor: User, flt: LeadFilter) -> dict[str, Any]:
+def _list_params(actor: Actor, flt: LeadFilter) -> dict[str, Any]:
     """The values of ``flt`` for a list statement, in the order ``_build_list_query`` applies them: their
     names (with ``flt.unassigned``) are the statement's shape."""
     params: dict[str, Any] = {}
@@ -795,7 +798,7 @@ def _list_params(actor: User, flt: LeadFilter) -> dict[str, Any]:
 
 def _history_values(
     lead_id: int,
-    actor: User | None,
+    actor: Actor | None,
     action: HistoryAction,
     old: object = None,
     new: object = None,

@@ -24,6 +24,7 @@ from db import permissions
 from db.enums import OutboxStatus
 from db.errors import Forbidden
 from db.models import OutboxMessage, User, utcnow
+from db.permissions import Actor
 from db.reader import Query, Reader
 
 ERROR_LIMIT = 1000
@@ -241,7 +242,7 @@ class OutboxRepository:
 
     # ---- /outbox (admins) ------------------------------------------------------------------------------
 
-    async def overview(self, actor: User, *, failed_limit: int = 10) -> OutboxOverview:
+    async def overview(self, actor: Actor, *, failed_limit: int = 10) -> OutboxOverview:
         if not permissions.can_manage_outbox(actor):
             raise Forbidden("outbox")
         rows = await self.session.execute(
@@ -253,7 +254,7 @@ class OutboxRepository:
         )
         return OutboxOverview(counts=await self.counts(), failed=[(pair[0], pair[1]) for pair in rows.all()])
 
-    async def retry_failed(self, actor: User) -> int:
+    async def retry_failed(self, actor: Actor) -> int:
         """Re-queue every failed row (attempts start again; the last error stays until it is sent)."""
         if not permissions.can_manage_outbox(actor):
             raise Forbidden("outbox")

@@ -16,6 +16,7 @@ from db import permissions
 from db.enums import HistoryAction, LeadStatus, Role
 from db.errors import Forbidden, InvalidInput, NotFound
 from db.models import Lead, LeadHistory, OutboxMessage, User
+from db.permissions import Actor
 
 
 class ReminderRepository:
@@ -77,7 +78,7 @@ class ReminderRepository:
             )
         )
 
-    async def snooze_lead(self, actor: User, lead_id: int, until: datetime) -> Lead:
+    async def snooze_lead(self, actor: Actor, lead_id: int, until: datetime) -> Lead:
         """Push a waiting lead's next reminder to ``until`` (whoever may update the lead)."""
         lead = await self.session.scalar(select(Lead).where(Lead.id == lead_id, Lead.deleted_at.is_(None)))
         if lead is None:

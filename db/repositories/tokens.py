@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.enums import Role
 from db.errors import Forbidden
 from db.models import ApiToken, IdempotencyKey, User, utcnow
+from db.permissions import Actor
 
 TOKEN_PREFIX = "lb_"
 # Webhook-created leads need a creator: this user. Telegram user ids are positive, so a negative one
@@ -37,7 +38,7 @@ class ApiTokenRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def issue(self, actor: User) -> str:
+    async def issue(self, actor: Actor) -> str:
         """A new personal token for ``actor``; the raw value is returned once and never stored."""
         if not actor.is_active or actor.telegram_id <= 0:
             raise Forbidden("token", "only an active team member may hold an API token")
@@ -46,7 +47,7 @@ class ApiTokenRepository:
         await self.session.flush()
         return raw
 
-    async def revoke_all(self, actor: User) -> int:
+    async def revoke_all(self, actor: Actor) -> int:
         """Revoke every live token of ``actor``; returns how many were live."""
         result = await self.session.execute(
             update(ApiToken)

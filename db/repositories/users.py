@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import bindparam, inspect, select, update
@@ -17,7 +17,9 @@ from db import permissions
 from db.enums import Role
 from db.errors import Forbidden, InvalidInput, NotFound
 from db.models import Invite, User, utcnow
+from db.permissions import Actor
 from db.reader import Query, Reader
+from db.rows import UserRow
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,7 +75,7 @@ class UserRepository:
     async def by_id(self, user_id: int) -> User | None:
         return await self.session.get(User, user_id)
 
-    async def get(self, actor: User, user_id: int) -> User:
+    async def get(self, actor: Actor, user_id: int) -> User:
         user = await self.session.get(User, user_id)
         if user is None:
             raise NotFound("user", user_id)
@@ -102,20 +104,32 @@ class UserRepository:
         if user.language is None and profile.language:
             user.language = "en" if profile.language.lower().startswith("en") else "ru"
 
-    async def touch_profile(self, user: User, profile: TelegramProfile) -> None:
-        """Keep names current and clear the unreachable mark: the user is evidently talking to us again."""
+    async def sender(self, telegram_id: int) -> UserRow | None:
+        """Who sent an update, as a row: read on every update, so no ORM object (``db.rows.UserRow``)."""
+        row = await self.reader.one_or_none(_BY_TELEGRAM_ID, {"telegram_id": telegram_id})
+        return None if row is None else UserRow(*row)
+
+    async def touch_profile(self, user: UserRow, profile: TelegramProfile) -> UserRow:
+        """Keep names current and clear the unreachable mark: the user is evidently talking to us again.
+
+        Returns the row as it now is (the same one when nothing changed, as is usual).
+        """
+        changes: dict[str, Any] = {}
         if (user.first_name, user.last_name, user.username) != (
             profile.first_name[:128],
             profile.last_name,
             profile.username,
         ):
-            user.first_name = profile.first_name[:128]
-            user.last_name = profile.last_name
-            user.username = profile.username
+            changes |= {"first_name": profile.first_name[:128], "last_name": profile.last_name}
+            changes["username"] = profile.username
         if user.unreachable_since is not None:
-            user.unreachable_since = None
+            changes["unreachable_since"] = None
+        if not changes:
+            return user
+        await self.session.execute(update(User).where(User.id == user.id).values(**changes))
+        return replace(user, **changes)
 
-    async def team(self, actor: User, *, include_inactive: bool = True) -> list[User]:
+    async def team(self, actor: Actor, *, include_inactive: bool = True) -> list[User]:
         if actor.role not in permissions.MANAGERS:
             raise Forbidden("view_team")
         stmt = select(User)
@@ -124,7 +138,7 @@ class UserRepository:
         rows = await self.session.scalars(stmt.order_by(User.is_active.desc(), User.role, User.first_name, User.id))
         return list(rows.all())
 
-    async def member(self, actor: User, user_id: int) -> User:
+    async def member(self, actor: Actor, user_id: int) -> User:
         """One member's card: for whoever may see the team list."""
         if actor.role not in permissions.MANAGERS:
             raise Forbidden("view_team")
@@ -144,7 +158,7 @@ class UserRepository:
         )
         return list(rows.all())
 
-    async def set_role(self, actor: User, user_id: int, role: Role) -> User:
+    async def set_role(self, actor: Actor, user_id: int, role: Role) -> User:
         target = await self.get(actor, user_id)
         if not permissions.can_change_role(actor, target, role):
             raise Forbidden("change_role")
@@ -154,7 +168,7 @@ class UserRepository:
         target.role = role
         return target
 
-    async def set_active(self, actor: User, user_id: int, active: bool) -> User:
+    async def set_active(self, actor: Actor, user_id: int, active: bool) -> User:
         target = await self.get(actor, user_id)
         if not permissions.can_change_role(actor, target, Role(target.role)):
             raise Forbidden("deactivate")
@@ -163,11 +177,11 @@ class UserRepository:
         target.is_active = active
         return target
 
-    async def set_language(self, actor: User, language: str) -> User:
+    async def set_language(self, actor: Actor, language: str) -> None:
         if language not in ("ru", "en"):
             raise InvalidInput("language", "language_unknown", "language must be ru or en")
-        actor.language = language
-        return actor
+        # The acting user is often a row (db.rows.UserRow), not an object the session would write.
+        await self.session.execute(update(User).where(User.id == actor.id).values(language=language))
 
     async def mark_unreachable(self, chat_id: int) -> None:
         await self.session.execute(
@@ -182,7 +196,7 @@ class InviteRepository:
         self.session = session
         self.access = access
 
-    async def create(self, actor: User, role: Role) -> Invite:
+    async def create(self, actor: Actor, role: Role) -> Invite:
         if not permissions.can_invite(actor, role):
             raise Forbidden("invite")
         now = utcnow()
