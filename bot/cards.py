@@ -18,6 +18,7 @@ from db.enums import HistoryAction, LeadStatus
 from db.models import Comment, LeadHistory, User, utcnow
 from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow
 
+_STATUS_VALUES = frozenset(status.value for status in LeadStatus)
 # A comment on the card is a preview, shorter when the card is crowded; the "more" pages show it whole.
 PREVIEW_STEPS = (300, 150, 60)
 # Old and new values in a history line (notes can be 2000 characters long).
@@ -66,7 +67,7 @@ def comment_line(comment: Comment | CommentRow, texts: Texts, tz: ZoneInfo, limi
 def _history_value(texts: Texts, value: str | None, *, status: bool = False) -> str:
     if value is None or value == "":
         return texts.t("common.none")
-    if status and value in {s.value for s in LeadStatus}:
+    if status and value in _STATUS_VALUES:
         return status_label(texts, value)
     return esc(shorten(value, HISTORY_VALUE_CHARS))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from db.enums import LeadStatus, Role
@@ -61,7 +62,12 @@ class PersonRow:
         """From an outer join's columns: None when there is nobody."""
         if user_id is None:
             return None
-        return PersonRow(user_id, first_name or "", last_name, username)
+        return _person(user_id, first_name or "", last_name, username)
+
+
+# A card names the same few people on most of its lines, and a team is small: rows are immutable, so
+# one per distinct set of values is shared (a renamed person simply gets a new one).
+_person = lru_cache(maxsize=1024)(PersonRow)
 
 
 @dataclass(slots=True, frozen=True)
