@@ -240,3 +240,16 @@ async def test_a_connection_given_back_inside_a_transaction_is_rolled_back(
     finally:
         other.close()
     assert name != "никогда"
+
+
+async def test_a_unit_reconnects_when_the_pooled_connection_was_invalidated(
+    engine: AsyncEngine, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    connection = await engine.connect()
+    await connection.invalidate()  # as after a disconnect: the next checkout has to connect, which awaits
+    await connection.close()
+    async with asyncio.timeout(5):
+        async with uow_factory() as uow:
+            assert await uow.users.sender(team.seller.tg.id) is not None
+        async with uow_factory() as uow:  # and the new connection is the pool's idle one again
+            assert await uow.users.sender(team.mop.tg.id) is not None
