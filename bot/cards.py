@@ -19,6 +19,7 @@ from db.models import Comment, LeadHistory, User, utcnow
 from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow
 
 _STATUS_VALUES = frozenset(status.value for status in LeadStatus)
+
 # A comment on the card is a preview, shorter when the card is crowded; the "more" pages show it whole.
 PREVIEW_STEPS = (300, 150, 60)
 # Old and new values in a history line (notes can be 2000 characters long).

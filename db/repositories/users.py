@@ -115,13 +115,9 @@ class UserRepository:
         Returns the row as it now is (the same one when nothing changed, as is usual).
         """
         changes: dict[str, Any] = {}
-        if (user.first_name, user.last_name, user.username) != (
-            profile.first_name[:128],
-            profile.last_name,
-            profile.username,
-        ):
-            changes |= {"first_name": profile.first_name[:128], "last_name": profile.last_name}
-            changes["username"] = profile.username
+        first_name = profile.first_name[:128]
+        if (user.first_name, user.last_name, user.username) != (first_name, profile.last_name, profile.username):
+            changes.update(first_name=first_name, last_name=profile.last_name, username=profile.username)
         if user.unreachable_since is not None:
             changes["unreachable_since"] = None
         if not changes:
