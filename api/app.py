@@ -9,12 +9,12 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from api import errors
 from api.routes import health, leads, webhooks
 from bot.config import Settings
 from bot.factory import create_uow_factory
+from db.engine import Database
 
 DESCRIPTION = """\
 The leads API of the reference (`leads-api.md`), served by the same service layer as the Telegram bot:
@@ -30,11 +30,11 @@ move not allowed, 400). Validation errors are 400, never 422.
 """
 
 
-def create_app(settings: Settings, sessionmaker: async_sessionmaker[Any]) -> FastAPI:
+def create_app(settings: Settings, database: Database) -> FastAPI:
     app = FastAPI(title="LeadBot API", version="1.0.0", description=DESCRIPTION)
     app.state.settings = settings
     # Through the composition root, so HTTP changes emit the same events/notifications as the bot's.
-    app.state.uow_factory = create_uow_factory(settings, sessionmaker)
+    app.state.uow_factory = create_uow_factory(settings, database)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(leads.router)

@@ -10,19 +10,19 @@ from api.app import build_server, create_app
 from bot.cli import command
 from bot.config import Settings
 from bot.factory import create_uow_factory
-from db.engine import create_engine, create_sessionmaker
+from db.engine import open_database
 from db.errors import DomainError
 from db.migrate import upgrade
 
 
 async def serve_api(settings: Settings) -> None:
-    engine = create_engine(settings.database.url, echo=settings.database.echo)
-    await upgrade(engine)
+    database = open_database(settings.database.url, echo=settings.database.echo)
+    await upgrade(database.write_engine)
     try:
-        server = build_server(create_app(settings, create_sessionmaker(engine)), settings)
+        server = build_server(create_app(settings, database), settings)
         await server.serve()
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 @command("api", "serve the HTTP API alone ([api] host and port)")
@@ -33,10 +33,10 @@ def api_command(settings: Settings, _args: argparse.Namespace) -> int:
 
 async def issue_token(settings: Settings, telegram_id: int) -> str:
     """A new personal token for the member with ``telegram_id``; raises LookupError or DomainError."""
-    engine = create_engine(settings.database.url, echo=settings.database.echo)
-    await upgrade(engine)
+    database = open_database(settings.database.url, echo=settings.database.echo)
+    await upgrade(database.write_engine)
     try:
-        async with create_uow_factory(settings, create_sessionmaker(engine))() as uow:
+        async with create_uow_factory(settings, database)() as uow:
             user = await uow.users.by_telegram_id(telegram_id)
             if user is None:
                 raise LookupError(f"no team member has Telegram id {telegram_id}")
@@ -44,7 +44,7 @@ async def issue_token(settings: Settings, telegram_id: int) -> str:
             await uow.commit()
             return token
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 def _token_arguments(parser: argparse.ArgumentParser) -> None:

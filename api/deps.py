@@ -29,8 +29,11 @@ def get_uow_factory(request: Request) -> UnitOfWorkFactory:
     return factory
 
 
-async def get_uow(factory: Annotated[UnitOfWorkFactory, Depends(get_uow_factory)]) -> AsyncIterator[UnitOfWork]:
-    async with factory() as uow:
+async def get_uow(
+    request: Request, factory: Annotated[UnitOfWorkFactory, Depends(get_uow_factory)]
+) -> AsyncIterator[UnitOfWork]:
+    # GET and HEAD only read: their unit never takes a write lock (db.engine).
+    async with factory(read_only=request.method in ("GET", "HEAD")) as uow:
         yield uow
         await uow.commit()
 
@@ -42,14 +45,23 @@ bearer = HTTPBearer(auto_error=False, description="A personal token: `/token` in
 
 
 async def get_current_user(
-    uow: UowDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    uow: UowDep,
+    factory: Annotated[UnitOfWorkFactory, Depends(get_uow_factory)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
     if credentials is None:
         raise unauthorized()
-    user = await uow.tokens.authenticate(credentials.credentials)
-    if user is None:
+    holder = await uow.tokens.authenticate(credentials.credentials)
+    if holder is None:
         raise unauthorized("the token is invalid or revoked, or its user was deactivated")
-    return user
+    if holder.touch_due and not uow.read_only:
+        await uow.tokens.touch(holder.token_id)  # committed with the request's change
+    elif holder.touch_due:
+        # Its own short write, so a reading request stays a read (it takes no write lock for this).
+        async with factory() as writer:
+            await writer.tokens.touch(holder.token_id)
+            await writer.commit()
+    return holder.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

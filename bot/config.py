@@ -6,12 +6,9 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from datetime import time, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,18 +16,19 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from bot.durations import ClockRange, Duration
-
-DEFAULT_SOURCES = ["Instagram", "Facebook", "Google Ads", "Рекомендация", "Холодный звонок", "Сайт"]
+from db.settings import (
+    AccessSection,
+    CrmSection,
+    DatabaseSection,
+    NotificationsSection,
+    RemindersSection,
+    Section,
+)
 
 _toml_path: ContextVar[Path | None] = ContextVar("leadbot_toml_path", default=None)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BotSection(_Section):
+class BotSection(Section):
     token: SecretStr | None = None
     # Base URL of a self-hosted Bot API server (e.g. http://127.0.0.1:8081); Telegram's own when empty.
     api_server: str | None = None
@@ -54,76 +52,7 @@ class BotSection(_Section):
         return value
 
 
-class DatabaseSection(_Section):
-    url: str = "sqlite+aiosqlite:///leadbot.db"
-    echo: bool = False
-
-
-class AccessSection(_Section):
-    admins: list[int] = Field(default_factory=list)
-    invite_ttl: Duration = timedelta(hours=48)
-
-
-class CrmSection(_Section):
-    sources: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES))
-    timezone: str = "Asia/Tashkent"
-    phone_region: str = "UZ"
-    currency: str = "USD"
-    page_size: int = Field(default=10, ge=1, le=50)
-
-    @field_validator("sources")
-    @classmethod
-    def _sources_not_empty(cls, value: list[str]) -> list[str]:
-        cleaned = [s.strip() for s in value if s.strip()]
-        if not cleaned:
-            raise ValueError("at least one source is required")
-        if len(set(cleaned)) != len(cleaned):
-            raise ValueError("sources must be unique")
-        return cleaned
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
-
-    @field_validator("phone_region")
-    @classmethod
-    def _known_region(cls, value: str) -> str:
-        value = value.upper()
-        if value not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError(f"unknown phone region {value!r}")
-        return value
-
-    @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-
-class NotificationsSection(_Section):
-    team_chat_id: int | None = None
-    team_thread_id: int | None = None
-    rate_per_second: float = Field(default=25.0, gt=0, le=30)
-    per_chat_interval: Duration = timedelta(seconds=1)
-    group_per_minute: int = Field(default=20, ge=1)
-    max_attempts: int = Field(default=8, ge=1)
-    poll_interval: Duration = timedelta(seconds=1)
-
-
-class RemindersSection(_Section):
-    tick: Duration = timedelta(minutes=1)
-    new_lead_after: Duration = timedelta(hours=2)
-    repeat_every: Duration = timedelta(hours=4)
-    escalate_after: int = Field(default=3, ge=1)
-    overdue_escalate_after: Duration = timedelta(hours=24)
-    working_hours: ClockRange = (time(9, 0), time(20, 0))
-    digest_time: time = time(9, 0)
-
-
-class ApiSection(_Section):
+class ApiSection(Section):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)

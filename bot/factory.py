@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.fsm.storage.base import BaseStorage
-from aiogram.fsm.storage.memory import MemoryStorage
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage, SimpleEventIsolation
 
 from bot.config import Settings
-from bot.middlewares import CommandLeavesConversationMiddleware, DatabaseMiddleware
+from bot.middlewares import CommandLeavesConversationMiddleware, DatabaseMiddleware, WriteUnitMiddleware
 from bot.notifications import OutboxNotifier
+from db.engine import Database
 from db.uow import EventSink, UnitOfWorkFactory
 from handlers import get_routers
 
@@ -35,32 +33,41 @@ def create_bot(settings: Settings, *, session: BaseSession | None = None, token:
     )
 
 
-def create_uow_factory(
-    settings: Settings, sessionmaker: async_sessionmaker[Any], *, sink: EventSink | None = None
-) -> UnitOfWorkFactory:
+def create_uow_factory(settings: Settings, database: Database, *, sink: EventSink | None = None) -> UnitOfWorkFactory:
     """The one way every interface (bot, API, jobs) gets units of work, so all emit the same events.
 
     ``sink`` defaults to the notification outbox (``bot.notifications.OutboxNotifier``).
     """
-    return UnitOfWorkFactory(sessionmaker, settings, sink if sink is not None else OutboxNotifier(settings))
+    return UnitOfWorkFactory(database, settings, sink if sink is not None else OutboxNotifier(settings))
 
 
 def create_dispatcher(
     settings: Settings,
-    sessionmaker: async_sessionmaker[Any],
+    database: Database,
     *,
     storage: BaseStorage | None = None,
+    events_isolation: BaseEventIsolation | None = None,
     sink: EventSink | None = None,
 ) -> Dispatcher:
     """Routers, middlewares and services of the production bot.
 
     ``sink`` receives the domain events of each committed update (default: the notification outbox).
+
+    Updates of different people run at once; the updates of one person (one user in one chat) run one
+    after another in the order they arrived: the events isolation takes a lock per person before the
+    conversation state is read, so a tap followed at once by typing is handled against the step the
+    tap led to (aiogram's ``FSMContextMiddleware`` takes that lock, in order, as each update starts).
     """
-    uow_factory = create_uow_factory(settings, sessionmaker, sink=sink)
-    dispatcher = Dispatcher(storage=storage or MemoryStorage())
+    uow_factory = create_uow_factory(settings, database, sink=sink)
+    dispatcher = Dispatcher(
+        storage=storage or MemoryStorage(), events_isolation=events_isolation or SimpleEventIsolation()
+    )
     dispatcher["settings"] = settings
     dispatcher["uow_factory"] = uow_factory
     dispatcher.update.outer_middleware(DatabaseMiddleware(uow_factory, settings))
+    write_units = WriteUnitMiddleware(uow_factory)
+    dispatcher.message.middleware(write_units)
+    dispatcher.callback_query.middleware(write_units)
     dispatcher.message.outer_middleware(CommandLeavesConversationMiddleware())
     dispatcher.include_routers(*get_routers())
     return dispatcher

@@ -1,22 +1,54 @@
-"""Per-update plumbing: one transaction, the acting user, the repositories and the user's texts."""
+"""Per-update plumbing: the acting user, the update's unit of work, the user's texts, and the rule that
+no transaction is open while the bot waits on Telegram.
+
+How an update meets the database:
+
+1. ``DatabaseMiddleware`` (outer, every update) opens a **read** unit of work, looks the sender up and
+   injects ``uow``, ``actor`` and ``texts``. Unknown and deactivated users are stopped here with one
+   polite line, except for /start, which is how admins and invited people join.
+2. ``WriteUnitMiddleware`` (inner, once the handler is known) swaps that unit for a **write** unit when
+   the handler is flagged ``WRITES`` (``flags=WRITES`` where it is registered). Read units never take
+   a write lock; on SQLite they cannot write at all (``db.engine``), so a missing flag fails loudly in
+   the tests instead of racing in production.
+3. ``CommitBeforeTelegram`` (a middleware of the bot's session, so it sees every Bot API call) commits
+   the update's unit before any request leaves for Telegram: the change and its notifications (the
+   outbox) are written, the connection and any lock are given back, and only then does the update wait
+   on the network. Work the handler does after a reply begins a new transaction, which the middleware
+   commits when the handler returns.
+
+Any exception rolls back what was not committed yet; the errors router then tells the user.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
+from weakref import WeakSet
 
-from aiogram import BaseMiddleware
+from aiogram import BaseMiddleware, Bot
+from aiogram.client.session.base import BaseSession
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
+from aiogram.dispatcher.flags import get_flag
 from aiogram.enums import ChatType
 from aiogram.fsm.context import FSMContext
+from aiogram.methods import TelegramMethod
+from aiogram.methods.base import Response, TelegramType
 from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 from aiogram.types import User as TgUser
 
 from bot.config import Settings
 from bot.texts import pick_language, texts_for
 from db.repositories.users import TelegramProfile
-from db.uow import UnitOfWorkFactory
+from db.uow import UnitOfWork, UnitOfWorkFactory
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+# The flag of a handler that changes something: ``router.message.register(..., flags=WRITES)``.
+WRITES = {"writes": True}
+
+# The unit of work of the update this task is handling, if any (see CommitBeforeTelegram).
+_UPDATE_UNIT: ContextVar[UnitOfWork | None] = ContextVar("leadbot_update_unit", default=None)
 
 
 def profile_of(user: TgUser) -> TelegramProfile:
@@ -29,42 +61,98 @@ def profile_of(user: TgUser) -> TelegramProfile:
     )
 
 
-class DatabaseMiddleware(BaseMiddleware):
-    """Opens the update's unit of work, injects ``uow``, ``actor`` and ``texts``, commits on success.
+class CommitBeforeTelegram(BaseRequestMiddleware):
+    """Commits the current update's unit of work before a Bot API request is sent.
 
-    Any exception rolls the whole update back; the errors router then tells the user what happened.
-    Unknown and deactivated users are stopped here with one polite line, except for /start, which
-    is how admins and invited people join.
+    Installed once per bot session (``install``); requests made outside an update (the delivery worker,
+    jobs) pass straight through: those open and commit their own units before they talk to Telegram.
     """
+
+    _installed: WeakSet[BaseSession] = WeakSet()
+
+    @classmethod
+    def install(cls, bot: Bot) -> None:
+        if bot.session not in cls._installed:
+            bot.session.middleware(cls())
+            cls._installed.add(bot.session)
+
+    async def __call__(
+        self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot, method: TelegramMethod[TelegramType]
+    ) -> Response[TelegramType]:
+        unit = _UPDATE_UNIT.get()
+        if unit is not None and unit.in_transaction():
+            await unit.commit()
+        return await make_request(bot, method)
+
+
+class DatabaseMiddleware(BaseMiddleware):
+    """Opens the update's (read) unit of work, injects ``uow``, ``actor`` and ``texts``, commits at the end."""
 
     def __init__(self, uow_factory: UnitOfWorkFactory, settings: Settings) -> None:
         self.uow_factory = uow_factory
         self.settings = settings
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        bot = data.get("bot")
+        if isinstance(bot, Bot):
+            CommitBeforeTelegram.install(bot)
         tg_user: TgUser | None = data.get("event_from_user")
-        async with self.uow_factory() as uow:
+        uow = self.uow_factory.open(read_only=True)
+        token = _UPDATE_UNIT.set(uow)
+        data["uow"] = uow
+        try:
             actor = await uow.users.sender(tg_user.id) if tg_user else None
             if actor is not None and tg_user is not None:
-                actor = await uow.users.touch_profile(actor, profile_of(tg_user))
+                profile = profile_of(tg_user)
+                if uow.users.profile_changes(actor, profile):
+                    async with self.uow_factory() as writer:
+                        actor = await writer.users.touch_profile(actor, profile)
+                        await writer.commit()
             lang = pick_language(
                 actor.language if actor else None,
                 tg_user.language_code if tg_user else None,
                 self.settings.bot.default_language,
             )
             texts = texts_for(lang)
-            data["uow"] = uow
             data["actor"] = actor
             data["texts"] = texts
             data["settings"] = self.settings
             if tg_user is not None and (actor is None or not actor.is_active) and not _is_start(event):
+                await uow.commit()
                 await _refuse(
                     event, texts.t("access.unknown" if actor is None else "access.deactivated", telegram_id=tg_user.id)
                 )
                 return None
             result = await handler(event, data)
-            await uow.commit()
+            # The handler's unit: this one, or the write unit WriteUnitMiddleware put in its place.
+            unit = _UPDATE_UNIT.get() or uow
+            if unit.in_transaction() or unit.events:
+                await unit.commit()
             return result
+        finally:
+            handler_unit = _UPDATE_UNIT.get()
+            _UPDATE_UNIT.reset(token)
+            if handler_unit is not None and handler_unit is not uow:
+                await handler_unit.close()
+            await uow.close()
+
+
+class WriteUnitMiddleware(BaseMiddleware):
+    """For a handler flagged ``WRITES``: the update's read unit is left and a write unit takes its place."""
+
+    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
+        self.uow_factory = uow_factory
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        reading = data.get("uow")
+        if not get_flag(data, "writes") or not isinstance(reading, UnitOfWork) or not reading.read_only:
+            return await handler(event, data)
+        await reading.close()
+        writing = self.uow_factory.open()
+        data["uow"] = writing
+        # Seen by DatabaseMiddleware, which commits and closes it (the same task, so the same context).
+        _UPDATE_UNIT.set(writing)
+        return await handler(event, data)
 
 
 def _is_start(event: TelegramObject) -> bool:

@@ -20,7 +20,6 @@ queued twice for one person.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,11 +32,10 @@ from sqlalchemy.orm import aliased
 from bot.config import Settings
 from bot.texts import Texts, pick_language, texts_for
 from bot.views import cut, esc, format_money, format_phone_html, status_label, user_label
-from db.enums import HistoryAction, LeadStatus, OutboxStatus, Role, StatusCode
+from db.enums import LeadStatus, OutboxStatus, Role, StatusCode
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
-from db.models import Comment, Lead, LeadHistory, User
+from db.models import Comment, Lead, User
 from db.permissions import Actor
-from db.reader import Query
 from db.repositories.outbox import OutboxRow
 from db.rows import PersonRow
 from keyboards.callbacks import LeadAction, LeadCB, LeadStatusCB
@@ -85,8 +83,8 @@ class Recipient(PersonRow):
 _U = TypeVar("_U", User, Recipient)
 
 _ASSIGNEE = aliased(User, name="assignee")
-# A new lead with its salesperson, in one read on the transaction's own connection (db.reader).
-_NEW_LEAD = Query(
+# A new lead with its salesperson, in one read.
+_NEW_LEAD = (
     select(
         Lead.id,
         Lead.client_name,
@@ -152,47 +150,20 @@ class OutboxNotifier:
 
     async def __call__(self, uow: UnitOfWork, events: list[DomainEvent]) -> None:
         await uow.session.flush()
-        history_ids = await self._history_ids(uow, events)
-        for index, event in enumerate(events):
+        for event in events:
             if isinstance(event, LeadCreated):
                 await self._lead_created(uow, event)
             elif isinstance(event, LeadStatusChanged):
-                await self._status_changed(uow, event, history_ids[index])
+                await self._status_changed(uow, event, event.history_id)
             elif isinstance(event, LeadReassigned):
-                await self._reassigned(uow, event, history_ids[index])
+                await self._reassigned(uow, event, event.history_id)
             elif isinstance(event, CommentAdded):
                 await self._comment_added(uow, event)
-
-    async def _history_ids(self, uow: UnitOfWork, events: list[DomainEvent]) -> dict[int, int]:
-        """Pair each status/assignment event with the history row its repository call wrote.
-
-        Within one lead and action, the k events of this batch are the k newest history rows, in order.
-        """
-        wanted: dict[tuple[int, HistoryAction], list[int]] = defaultdict(list)
-        for index, event in enumerate(events):
-            if isinstance(event, LeadStatusChanged):
-                wanted[(event.lead_id, HistoryAction.STATUS_CHANGED)].append(index)
-            elif isinstance(event, LeadReassigned):
-                wanted[(event.lead_id, HistoryAction.ASSIGNED)].append(index)
-        found: dict[int, int] = {}
-        for (lead_id, action), indexes in wanted.items():
-            rows = await uow.session.scalars(
-                select(LeadHistory.id)
-                .where(LeadHistory.lead_id == lead_id, LeadHistory.action == action.value)
-                .order_by(LeadHistory.id.desc())
-                .limit(len(indexes))
-            )
-            ids = sorted(rows.all())
-            # Fewer rows than events cannot happen with the repositories; fall back to distinct numbers.
-            ids = [0] * (len(indexes) - len(ids)) + ids
-            for position, (index, history_id) in enumerate(zip(indexes, ids, strict=True)):
-                found[index] = history_id or -(position + 1)
-        return found
 
     # ---- one method per event ----------------------------------------------------------------------------
 
     async def _lead_created(self, uow: UnitOfWork, event: LeadCreated) -> None:
-        row = await uow.reader.one_or_none(_NEW_LEAD, {"lead_id": event.lead_id})
+        row = (await uow.session.execute(_NEW_LEAD, {"lead_id": event.lead_id})).first()
         if row is None:
             return
         lead, assignee = _new_lead(row)

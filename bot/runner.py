@@ -13,7 +13,7 @@ from bot.delivery import DeliveryWorker
 from bot.factory import create_bot, create_dispatcher
 from bot.reminders import ReminderJobs
 from bot.scheduler import create_scheduler, stop_scheduler
-from db.engine import create_engine, create_sessionmaker
+from db.engine import open_database
 from db.migrate import upgrade
 
 if TYPE_CHECKING:
@@ -33,20 +33,19 @@ async def run_bot(
     ``started`` receives the dispatcher once the bot is up, so an end-to-end test can drive and stop
     the very same process the ``leadbot run`` command starts.
     """
-    engine = create_engine(settings.database.url, echo=settings.database.echo)
-    await upgrade(engine)
-    sessionmaker = create_sessionmaker(engine)
+    database = open_database(settings.database.url, echo=settings.database.echo)
+    await upgrade(database.write_engine)
     bot = create_bot(settings)
-    dispatcher = create_dispatcher(settings, sessionmaker)
+    dispatcher = create_dispatcher(settings, database)
     delivery = DeliveryWorker(bot, dispatcher["uow_factory"], settings.notifications)
     scheduler = create_scheduler(settings, ReminderJobs(dispatcher["uow_factory"], settings))
     api_server: uvicorn.Server | None = None
     api_task: asyncio.Task[None] | None = None
     if settings.api.enabled:
-        # The HTTP API in the same event loop and over the same sessionmaker; polling owns the signals.
+        # The HTTP API in the same event loop and over the same database; polling owns the signals.
         from api.app import build_server, create_app
 
-        api_server = build_server(create_app(settings, sessionmaker), settings, embedded=True)
+        api_server = build_server(create_app(settings, database), settings, embedded=True)
         api_task = asyncio.create_task(api_server.serve(), name="leadbot-api")
     try:
         me = await bot.get_me()
@@ -64,4 +63,4 @@ async def run_bot(
             api_server.should_exit = True
             await api_task
         await bot.session.close()
-        await engine.dispose()
+        await database.dispose()

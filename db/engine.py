@@ -1,100 +1,136 @@
-"""Engine and session factory; SQLite is tuned for one bot process with bursts of writes."""
+"""The database the core runs on: engines and session factories for reading and for writing.
+
+Nothing here waits on the network inside a transaction (units of work are short; see ``db.uow``), so
+the design only has to let short transactions run side by side:
+
+- **SQLite** (the embedded default) allows one writer at a time and any number of readers beside it in
+  WAL mode. Writes get an engine of their own with one connection, so writers queue for it in asyncio,
+  in order, and each begins ``BEGIN IMMEDIATE`` (it holds the write lock from its first statement, so a
+  read-then-write can never find its snapshot overtaken). Reads get a pool of connections that begin a
+  plain deferred ``BEGIN`` and are opened ``query_only``: they never take the write lock, and a read
+  unit that tried to write would fail loudly instead of racing.
+- **PostgreSQL** (asyncpg) needs none of that: one pool serves both, and read units run in
+  ``READ ONLY`` transactions (``postgresql_readonly``).
+
+Everything used here is public SQLAlchemy API: pool arguments, the ``connect``/``begin`` events the
+SQLAlchemy documentation gives for driving SQLite's transactions, and execution options.
+"""
 
 from __future__ import annotations
 
-import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool, StaticPool
 
-from db import sqlite_driver
-
-# Engines whose connection runs on the event loop (db.sqlite_driver.InlineConnection): nothing they do
-# ever waits on the loop, so closing a session cannot be cut short by a cancellation.
-_ON_LOOP: weakref.WeakSet[AsyncEngine] = weakref.WeakSet()
-
-
-def runs_on_loop(engine: object) -> bool:
-    return isinstance(engine, AsyncEngine) and engine in _ON_LOOP
+SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+# How long a unit of work waits for a connection (or SQLite for its write lock) before giving up.
+WAIT_SECONDS = 30
 
 
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite")
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, echo: bool = False, on_loop: bool = True) -> AsyncEngine:
-    """The engine for ``url``; a SQLite file gets one connection, run on the event loop by default.
+def check_url(url: str) -> URL:
+    """``url`` parsed, or ValueError naming what is supported."""
+    parsed = make_url(url)
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        raise ValueError(f"database.url: unsupported driver {parsed.drivername!r}; use one of {SUPPORTED_DRIVERS}")
+    return parsed
 
-    ``on_loop=False`` keeps that connection on aiosqlite's thread instead (``db.sqlite_driver``
-    explains what running on the loop can block, and for how long).
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """Where units of work get their sessions: ``writer`` for changes, ``reader`` for everything else.
+
+    On PostgreSQL and in-memory SQLite both session factories share one engine.
     """
-    kwargs: dict[str, Any] = {"echo": echo}
-    if is_sqlite(url):
-        kwargs["connect_args"] = {"timeout": 30}
-        parsed = make_url(url)
-        if parsed.drivername == "sqlite+aiosqlite" and parsed.database not in (None, "", ":memory:"):
-            # Every transaction takes the write lock (below), so transactions run one at a time anyway:
-            # one connection queues them in asyncio, in order, instead of in SQLite's busy handler,
-            # which polls with sleeps of up to 100 ms and made a burst of updates crawl. With one
-            # connection nothing in the process contends for it, so it can run on the loop itself.
-            kwargs |= {"pool_size": 1, "max_overflow": 0}
-            cargs, cparams = parsed.get_dialect()().create_connect_args(parsed)
-            if on_loop:
-                kwargs["async_creator"] = lambda: sqlite_driver.connect_inline(*cargs, **cparams)
-                # Rolled back on return by _rollback_on_return instead, straight on sqlite3: SQLAlchemy's
-                # own reset awaits the driver, so a connection could be given back only from a greenlet.
-                kwargs["pool_reset_on_return"] = None
-            else:
-                cparams["timeout"] = 30
-                kwargs["async_creator"] = lambda: sqlite_driver.connect(*cargs, **cparams)
-    engine = create_async_engine(url, **kwargs)
-    if "async_creator" in kwargs and on_loop:
-        _ON_LOOP.add(engine)
-        event.listen(engine.sync_engine, "reset", _rollback_on_return)
-    if is_sqlite(url):
-        event.listen(engine.sync_engine, "connect", _sqlite_connect)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+
+    url: URL
+    write_engine: AsyncEngine
+    read_engine: AsyncEngine
+    writer: async_sessionmaker[Any]
+    reader: async_sessionmaker[Any]
+
+    @property
+    def dialect(self) -> str:
+        return self.write_engine.dialect.name
+
+    async def dispose(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()
+
+
+def open_database(url: str, *, echo: bool = False, read_pool: int = 8, pooled: bool = True) -> Database:
+    """Engines and session factories for ``url`` (nothing connects until first used).
+
+    ``pooled=False`` opens a connection per unit of work and keeps none, for callers that use the
+    database from more than one event loop; SQLite's busy timeout then queues the writers.
+    """
+    parsed = check_url(url)
+    if not pooled:
+        if not is_sqlite(parsed):
+            engine = create_async_engine(parsed, echo=echo, poolclass=NullPool)
+            return _database(parsed, engine, engine, read_only=True)
+        writer = _sqlite_engine(parsed, echo=echo, poolclass=NullPool, begin="BEGIN IMMEDIATE")
+        reader = _sqlite_engine(parsed, echo=echo, poolclass=NullPool, begin="BEGIN", query_only=True)
+        return _database(parsed, writer, reader, read_only=False)
+    if is_sqlite(parsed):
+        if parsed.database in (None, "", ":memory:"):
+            # One in-memory database exists per connection: everything shares the one connection.
+            engine = _sqlite_engine(parsed, echo=echo, poolclass=StaticPool, begin="BEGIN IMMEDIATE")
+            return _database(parsed, engine, engine, read_only=False)
+        writer = _sqlite_engine(parsed, echo=echo, pool_size=1, max_overflow=0, begin="BEGIN IMMEDIATE")
+        reader = _sqlite_engine(parsed, echo=echo, pool_size=read_pool, max_overflow=0, begin="BEGIN", query_only=True)
+        return _database(parsed, writer, reader, read_only=False)
+    engine = create_async_engine(
+        parsed,
+        echo=echo,
+        pool_size=read_pool,
+        max_overflow=read_pool,
+        pool_timeout=WAIT_SECONDS,
+        pool_pre_ping=True,
+    )
+    return _database(parsed, engine, engine, read_only=True)
+
+
+def _database(url: URL, write_engine: AsyncEngine, read_engine: AsyncEngine, *, read_only: bool) -> Database:
+    reader_bind = read_engine.execution_options(postgresql_readonly=True) if read_only else read_engine
+    return Database(
+        url=url,
+        write_engine=write_engine,
+        read_engine=read_engine,
+        writer=async_sessionmaker(write_engine, expire_on_commit=False),
+        reader=async_sessionmaker(reader_bind, expire_on_commit=False),
+    )
+
+
+def _sqlite_engine(url: URL, *, echo: bool, begin: str, query_only: bool = False, **pool: Any) -> AsyncEngine:
+    if pool.get("poolclass") not in (StaticPool, NullPool):
+        pool["pool_timeout"] = WAIT_SECONDS
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": WAIT_SECONDS}, **pool)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver must not begin transactions by itself: the "begin" hook below says how.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers run beside the writer; the busy timeout makes another process's writer wait.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={WAIT_SECONDS * 1000}")
+        if query_only:
+            cursor.execute("PRAGMA query_only=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
     return engine
-
-
-def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
-    # Take transaction control away from the driver so SAVEPOINTs work and BEGIN is ours to choose.
-    dbapi_connection.isolation_level = None
-    _sqlite_pragmas(dbapi_connection, record)
-
-
-def _sqlite_begin(connection: Any) -> None:
-    # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then writes fails
-    # at once with SQLITE_BUSY when another writer committed in between, whereas a waiting writer is
-    # simply queued by the busy timeout. One update = one transaction, so updates serialise on writes.
-    driver = connection.connection.driver_connection
-    if isinstance(driver, sqlite_driver.InlineConnection):
-        if driver.in_transaction:
-            return  # begun by the unit of work's reader (db.uow): the session joins that transaction
-        if driver.try_begin():
-            return  # the usual case, straight on sqlite3; a lock held elsewhere is waited for below
-    connection.exec_driver_sql(sqlite_driver.BEGIN)
-
-
-def _rollback_on_return(dbapi_connection: Any, _record: Any, _state: Any) -> None:
-    # What reset_on_return="rollback" does, for the on-loop driver, whose rollback never waits.
-    driver = dbapi_connection.driver_connection
-    if isinstance(driver, sqlite_driver.InlineConnection):
-        driver.rollback_now()
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers run beside the writer; the busy timeout makes a second writer wait, not fail.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    # On the event loop the wait is short and BEGIN IMMEDIATE retries in asyncio (db.sqlite_driver).
-    busy_timeout = getattr(dbapi_connection.driver_connection, "busy_timeout_ms", 30_000)
-    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout)}")
-    cursor.close()
-
-
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
-    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,4 +1,8 @@
-"""Domain events a unit of work collects; notifications are derived from them in the same transaction."""
+"""Domain events a unit of work collects; notifications are derived from them in the same transaction.
+
+Each event carries the facts it is about, the history row or comment it wrote included, so whatever
+reacts to it (notifications, integrations) never has to guess which row a change made.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from db.enums import LeadStatus
 class LeadCreated:
     lead_id: int
     actor_id: int | None
+    history_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +24,7 @@ class LeadStatusChanged:
     actor_id: int | None
     old: LeadStatus
     new: LeadStatus
+    history_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +33,7 @@ class LeadReassigned:
     actor_id: int | None
     old_assignee_id: int | None
     new_assignee_id: int | None
+    history_id: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from aiogram.types import CallbackQuery, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.commands import command_names, set_chat_commands
+from bot.middlewares import WRITES
 from bot.texts import Texts, texts_for
 from bot.views import esc
 from db.enums import Role
@@ -57,5 +58,5 @@ def create_router() -> Router:
     router.message.register(cmd_cancel, TextIn(*CANCEL_WORDS), StateFilter("*"))
     router.message.register(cmd_help, Command("help"), StateFilter("*"))
     router.message.register(cmd_lang, Command("lang"), StateFilter("*"))
-    router.callback_query.register(on_lang, LangCB.filter())
+    router.callback_query.register(on_lang, LangCB.filter(), flags=WRITES)
     return router

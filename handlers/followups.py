@@ -15,6 +15,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from pydantic import BaseModel
 
 from bot.config import Settings
+from bot.middlewares import WRITES
 from bot.reminders import due_examples, parse_due, preset_due, presets_ahead, snooze_until
 from bot.texts import Texts
 from bot.views import CALLBACK_ANSWER_LIMIT, cut, esc, format_dt
@@ -252,13 +253,13 @@ def create_router() -> Router:
     router.callback_query.register(on_due_preset, FollowUpDueCB.filter(), StateFilter(FollowUpForm.due))
     router.message.register(cmd_tasks, Command("tasks"))
     router.callback_query.register(on_menu_tasks, MenuCB.filter(F.action == MenuAction.TASKS))
-    router.callback_query.register(on_done, FollowUpCB.filter(F.action == FollowUpAction.DONE))
-    router.callback_query.register(on_snooze, SnoozeCB.filter())
+    router.callback_query.register(on_done, FollowUpCB.filter(F.action == FollowUpAction.DONE), flags=WRITES)
+    router.callback_query.register(on_snooze, SnoozeCB.filter(), flags=WRITES)
 
     form = conversation_router(f"{__name__}.form", FollowUpForm)
     form.message.register(on_due_typed, StateFilter(FollowUpForm.due), HasText())
     form.message.register(on_due_invalid, StateFilter(FollowUpForm.due))
-    form.message.register(on_text, StateFilter(FollowUpForm.text), HasText())
+    form.message.register(on_text, StateFilter(FollowUpForm.text), HasText(), flags=WRITES)
     form.message.register(on_text_invalid, StateFilter(FollowUpForm.text))
     router.include_router(form)
     return router

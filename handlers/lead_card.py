@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.cards import PAGE_ROWS, format_date, render_card, render_comments_page, render_history_page
 from bot.config import Settings
+from bot.middlewares import WRITES
 from bot.texts import Texts
 from bot.views import CALLBACK_ANSWER_LIMIT, describe_error, esc, format_money, status_label, user_label
 from db import permissions
@@ -678,31 +679,33 @@ async def on_more_page(
 def create_router() -> Router:
     router = Router(name=__name__)
     router.message.register(cmd_lead, Command("lead"))
-    router.message.register(cmd_assign, Command("assign"))
+    router.message.register(cmd_assign, Command("assign"), flags=WRITES)
 
     router.callback_query.register(on_open, LeadCB.filter(F.action == LeadAction.OPEN))
     router.callback_query.register(on_card, LeadCB.filter(F.action == LeadAction.CARD))
     router.callback_query.register(on_status_menu, LeadCB.filter(F.action == LeadAction.STATUS))
-    router.callback_query.register(on_status, LeadStatusCB.filter())
+    router.callback_query.register(on_status, LeadStatusCB.filter(), flags=WRITES)
     router.callback_query.register(on_comment_start, LeadCB.filter(F.action == LeadAction.COMMENT))
     router.callback_query.register(on_assign_menu, LeadCB.filter(F.action == LeadAction.ASSIGN))
     router.callback_query.register(on_assign_page, AssignPageCB.filter())
-    router.callback_query.register(on_assign, AssignCB.filter())
+    router.callback_query.register(on_assign, AssignCB.filter(), flags=WRITES)
     router.callback_query.register(on_edit_menu, LeadCB.filter(F.action == LeadAction.EDIT))
-    router.callback_query.register(on_edit_clear, LeadEditCB.filter(F.clear))
+    router.callback_query.register(on_edit_clear, LeadEditCB.filter(F.clear), flags=WRITES)
     router.callback_query.register(on_edit_field, LeadEditCB.filter(~F.clear))
-    router.callback_query.register(on_source, LeadSourceCB.filter())
+    router.callback_query.register(on_source, LeadSourceCB.filter(), flags=WRITES)
     router.callback_query.register(on_delete_ask, LeadCB.filter(F.action == LeadAction.DELETE))
-    router.callback_query.register(on_delete_confirm, LeadCB.filter(F.action == LeadAction.DELETE_CONFIRM))
+    router.callback_query.register(
+        on_delete_confirm, LeadCB.filter(F.action == LeadAction.DELETE_CONFIRM), flags=WRITES
+    )
     router.callback_query.register(
         on_more, LeadCB.filter(F.action.in_({LeadAction.MORE_COMMENTS, LeadAction.MORE_HISTORY}))
     )
     router.callback_query.register(on_more_page, LeadMoreCB.filter())
 
     forms = conversation_router(f"{__name__}.forms", RefusalForm, CommentForm, EditForm)
-    forms.message.register(on_refusal_reason, StateFilter(RefusalForm.reason), HasText())
-    forms.message.register(on_comment_text, StateFilter(CommentForm.text), HasText())
-    forms.message.register(on_edit_value, StateFilter(EditForm.value), HasText())
+    forms.message.register(on_refusal_reason, StateFilter(RefusalForm.reason), HasText(), flags=WRITES)
+    forms.message.register(on_comment_text, StateFilter(CommentForm.text), HasText(), flags=WRITES)
+    forms.message.register(on_edit_value, StateFilter(EditForm.value), HasText(), flags=WRITES)
     forms.message.register(on_text_expected)
     router.include_router(forms)
     return router

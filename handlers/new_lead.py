@@ -16,6 +16,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from pydantic import BaseModel, ConfigDict
 
 from bot.config import Settings
+from bot.middlewares import WRITES
 from bot.texts import Texts
 from bot.views import cut, describe_error, esc, format_money, format_phone_html, user_label
 from db import permissions
@@ -505,7 +506,7 @@ def _steps_router() -> Router:
     router.message.register(assignee_invalid, StateFilter(NewLead.assignee))
 
     router.callback_query.register(
-        create, StateFilter(NewLead.confirm), NewLeadCB.filter(F.action == NewLeadAction.CREATE)
+        create, StateFilter(NewLead.confirm), NewLeadCB.filter(F.action == NewLeadAction.CREATE), flags=WRITES
     )
     router.message.register(confirm_invalid, StateFilter(NewLead.confirm))
 

@@ -8,6 +8,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.config import Settings
+from bot.middlewares import WRITES
 from bot.texts import Texts
 from bot.views import cut, esc, user_label
 from db.enums import OutboxStatus
@@ -94,5 +95,5 @@ def create_router() -> Router:
     router.message.register(cmd_outbox, Command("outbox"))
     router.callback_query.register(on_menu_outbox, MenuCB.filter(F.action == MenuAction.OUTBOX))
     router.callback_query.register(on_refresh, OutboxCB.filter(F.action == OutboxAction.REFRESH))
-    router.callback_query.register(on_retry, OutboxCB.filter(F.action == OutboxAction.RETRY_FAILED))
+    router.callback_query.register(on_retry, OutboxCB.filter(F.action == OutboxAction.RETRY_FAILED), flags=WRITES)
     return router

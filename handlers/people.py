@@ -19,6 +19,7 @@ from aiogram.types import BotCommandScopeChat, CallbackQuery, InlineKeyboardMark
 
 from bot.commands import set_chat_commands
 from bot.config import Settings
+from bot.middlewares import WRITES
 from bot.texts import LANGUAGES, Texts, pick_language, texts_for
 from bot.views import cut, esc, format_dt, role_label, user_label
 from db import permissions
@@ -359,15 +360,15 @@ async def on_user_set_active(
 
 def create_router() -> Router:
     router = Router(name=__name__)
-    router.message.register(cmd_invite, Command("invite"))
+    router.message.register(cmd_invite, Command("invite"), flags=WRITES)
     router.message.register(cmd_users, Command("users"))
     router.callback_query.register(on_menu_invite, MenuCB.filter(F.action == MenuAction.INVITE))
     router.callback_query.register(on_menu_users, MenuCB.filter(F.action == MenuAction.USERS))
-    router.callback_query.register(on_invite_role, InviteCB.filter())
+    router.callback_query.register(on_invite_role, InviteCB.filter(), flags=WRITES)
     router.callback_query.register(on_users_page, UsersPageCB.filter())
     router.callback_query.register(on_user_open, UserCB.filter(F.action == UserAction.OPEN))
-    router.callback_query.register(on_user_set_role, UserCB.filter(F.action == UserAction.SET_ROLE))
+    router.callback_query.register(on_user_set_role, UserCB.filter(F.action == UserAction.SET_ROLE), flags=WRITES)
     router.callback_query.register(
-        on_user_set_active, UserCB.filter(F.action.in_({UserAction.DEACTIVATE, UserAction.ACTIVATE}))
+        on_user_set_active, UserCB.filter(F.action.in_({UserAction.DEACTIVATE, UserAction.ACTIVATE})), flags=WRITES
     )
     return router

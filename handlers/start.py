@@ -8,7 +8,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import Message
 
 from bot.commands import set_chat_commands
-from bot.middlewares import profile_of
+from bot.middlewares import WRITES, profile_of
 from bot.texts import Texts, pick_language, texts_for
 from bot.views import esc, role_label
 from db.enums import Role
@@ -59,5 +59,5 @@ async def cmd_start(
 
 def create_router() -> Router:
     router = Router(name=__name__)
-    router.message.register(cmd_start, CommandStart())
+    router.message.register(cmd_start, CommandStart(), flags=WRITES)
     return router

@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiogram import F, Router
 from aiogram.types import CallbackQuery
 
+from bot.middlewares import WRITES
 from bot.texts import Texts
 from db import permissions
 from db.events import LeadReassigned
@@ -30,5 +31,5 @@ async def on_take(query: CallbackQuery, callback_data: LeadCB, actor: Actor, uow
 
 def create_router() -> Router:
     router = Router(name=__name__)
-    router.callback_query.register(on_take, LeadCB.filter(F.action == LeadAction.TAKE))
+    router.callback_query.register(on_take, LeadCB.filter(F.action == LeadAction.TAKE), flags=WRITES)
     return router

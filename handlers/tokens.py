@@ -7,6 +7,7 @@ from aiogram.enums import ChatType
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
+from bot.middlewares import WRITES
 from bot.texts import Texts
 from bot.views import esc
 from db.permissions import Actor
@@ -31,5 +32,5 @@ async def cmd_token(message: Message, command: CommandObject, actor: Actor, uow:
 
 def create_router() -> Router:
     router = Router(name=__name__)
-    router.message.register(cmd_token, Command("token"))
+    router.message.register(cmd_token, Command("token"), flags=WRITES)
     return router

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from api.app import create_app
 from bot.config import Settings
+from db.engine import Database
 from db.models import User
 from db.uow import UnitOfWorkFactory
 from tests.conftest import Team
@@ -30,8 +30,8 @@ def api_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def app(api_settings: Settings, sessionmaker: async_sessionmaker[Any]) -> FastAPI:
-    return create_app(api_settings, sessionmaker)
+def app(api_settings: Settings, database: Database) -> FastAPI:
+    return create_app(api_settings, database)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiogram import Bot, Dispatcher
@@ -16,11 +15,11 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.methods import EditMessageText, SendMessage
 from aiogram.types import Contact, Message
 from aiogram.types import User as TgUser
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
 from bot.factory import create_dispatcher
-from db.engine import create_engine, create_sessionmaker
+from db.engine import Database, open_database
 from db.enums import Role
 from db.migrate import upgrade
 from db.models import User
@@ -40,9 +39,9 @@ def db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
 
     async def build() -> None:
-        engine = create_engine(f"sqlite+aiosqlite:///{path}")
-        await upgrade(engine)
-        await engine.dispose()
+        database = open_database(f"sqlite+aiosqlite:///{path}")
+        await upgrade(database.write_engine)
+        await database.dispose()
 
     asyncio.run(build())
     return path
@@ -63,20 +62,21 @@ def settings(db_url: str) -> Settings:
 
 
 @pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings.database.url)
-    yield engine
-    await engine.dispose()
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    database = open_database(settings.database.url)
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
-    return create_sessionmaker(engine)
+def engine(database: Database) -> AsyncEngine:
+    """The engine changes are written through (on SQLite, the one writer connection)."""
+    return database.write_engine
 
 
 @pytest.fixture
-def uow_factory(sessionmaker: async_sessionmaker[Any], settings: Settings) -> UnitOfWorkFactory:
-    return UnitOfWorkFactory(sessionmaker, settings)
+def uow_factory(database: Database, settings: Settings) -> UnitOfWorkFactory:
+    return UnitOfWorkFactory(database, settings)
 
 
 @dataclass
@@ -214,10 +214,10 @@ class Harness:
 
 
 @pytest.fixture
-def harness(settings: Settings, sessionmaker: async_sessionmaker[Any]) -> Iterator[Harness]:
+def harness(settings: Settings, database: Database) -> Iterator[Harness]:
     session = RecordingSession()
     bot = make_bot(session)
-    dp = create_dispatcher(settings, sessionmaker)
+    dp = create_dispatcher(settings, database)
     yield Harness(bot=bot, session=session, dp=dp, settings=settings, uow_factory=dp["uow_factory"])
 
 

@@ -1,8 +1,8 @@
 """A schema-driven run over /openapi.json with schemathesis, in-process against the ASGI app.
 
 Schemathesis drives the app through its own ASGI client (a background event loop), so this test is
-synchronous and gives the app an engine without a connection pool: connections are then opened in the
-loop that uses them. Every operation gets valid (positive) and invalid (negative) requests with a
+synchronous; the app's database is opened untouched, so its connections are made in the loop that
+uses them. Every operation gets valid (positive) and invalid (negative) requests with a
 valid token: no answer may be a 5xx, and every answer must match the schema (status codes, content
 types, bodies).
 """
@@ -25,13 +25,10 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from api.app import create_app
 from bot.config import Settings
-from db import engine as db_engine
+from db.engine import open_database
 from db.enums import Role
 from db.models import User
 from db.repositories import LeadDraft
@@ -42,23 +39,15 @@ EXAMPLES = 20
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
-def unpooled_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
-    event.listen(engine.sync_engine, "connect", db_engine._sqlite_connect)
-    event.listen(engine.sync_engine, "begin", db_engine._sqlite_begin)
-    return engine
-
-
 def run_in_own_loop(make: Callable[[], Any]) -> Any:
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, make()).result()
 
 
-async def seed(settings: Settings, engine: AsyncEngine) -> str:
+async def seed(settings: Settings) -> str:
     """A small team, a few leads (ids 1..6, some assigned), and the admin's token."""
-    from db.engine import create_sessionmaker
-
-    factory = UnitOfWorkFactory(create_sessionmaker(engine), settings)
+    database = open_database(settings.database.url)
+    factory = UnitOfWorkFactory(database, settings)
     async with factory() as uow:
         admin = User(telegram_id=3001, role=Role.ADMIN, first_name="Админ", is_active=True)
         seller = User(telegram_id=3002, role=Role.SELLER, first_name="Продажник", last_name="Иванов", is_active=True)
@@ -77,19 +66,18 @@ async def seed(settings: Settings, engine: AsyncEngine) -> str:
             )
         token = await uow.tokens.issue(admin)
         await uow.commit()
+    await database.dispose()
     return token
 
 
 @pytest.fixture
 def schema_app(settings: Settings) -> Any:
-    engine = unpooled_engine(settings.database.url)
-    token = run_in_own_loop(lambda: seed(settings, engine))
+    token = run_in_own_loop(lambda: seed(settings))
     api_settings = settings.model_copy(
         update={"api": settings.api.model_copy(update={"webhook_secrets": {"Сайт": _secret()}})}
     )
-    from db.engine import create_sessionmaker
-
-    return create_app(api_settings, create_sessionmaker(engine)), token
+    # Schemathesis runs the app in a loop of its own: no connection may outlive a request there.
+    return create_app(api_settings, open_database(settings.database.url, pooled=False)), token
 
 
 def _secret() -> Any:

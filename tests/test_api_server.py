@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from api.app import build_server, create_app
 from bot.config import Settings
+from db.engine import Database
 from tests.api_support import bearer
 from tests.conftest import Team
 
 
 async def test_uvicorn_serves_the_api(
     settings: Settings,
-    sessionmaker: async_sessionmaker[Any],
+    database: Database,
     team: Team,
     tokens: dict[str, str],
     free_tcp_port: int,
 ) -> None:
     served = settings.model_copy(update={"api": settings.api.model_copy(update={"port": free_tcp_port})})
-    server = build_server(create_app(served, sessionmaker), served, embedded=True)
+    server = build_server(create_app(served, database), served, embedded=True)
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(200):

@@ -20,12 +20,12 @@ from aiogram.exceptions import (
 from aiogram.methods import EditMessageText, SendMessage, TelegramMethod
 from aiogram.methods.base import TelegramType
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.config import Settings
 from bot.delivery import INTERRUPTED, DeliveryWorker, VirtualClock
 from bot.factory import create_bot, create_uow_factory
 from bot.notifications import edit_payload, message_payload
+from db.engine import Database
 from db.enums import OutboxStatus
 from db.models import OutboxMessage, User
 from db.uow import UnitOfWorkFactory
@@ -69,8 +69,8 @@ class CountingSession(RecordingSession):
 
 
 @pytest.fixture
-def factory(settings: Settings, sessionmaker: async_sessionmaker[Any]) -> UnitOfWorkFactory:
-    return create_uow_factory(settings, sessionmaker)
+def factory(settings: Settings, database: Database) -> UnitOfWorkFactory:
+    return create_uow_factory(settings, database)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from bot.config import Settings
 from bot.reminders import Kind, ReminderJobs
 from bot.views import MESSAGE_LIMIT
-from db.engine import create_engine, create_sessionmaker
+from db.engine import open_database
 from db.enums import LeadStatus, Role
 from db.models import Lead, User
 from db.uow import UnitOfWorkFactory
@@ -108,15 +108,15 @@ async def test_once_a_day_and_not_before_digest_time(
     assert await jobs.send_digests(DAY) == 0
 
     # A restart at 09:05 (new engine and unit-of-work factory, the start-up catch-up run): nothing twice.
-    engine = create_engine(settings.database.url)
+    restarted_db = open_database(settings.database.url)
     try:
-        restarted = ReminderJobs(UnitOfWorkFactory(create_sessionmaker(engine), settings), jobs.settings)
+        restarted = ReminderJobs(UnitOfWorkFactory(restarted_db, settings), jobs.settings)
         assert await restarted.send_digests(DAY + timedelta(minutes=5)) == 0
         assert await restarted.send_digests(local(2025, 12, 1, 23, 59)) == 0
         # The next day is a new digest.
         assert await restarted.send_digests(local(2025, 12, 2, 9, 0)) == 3
     finally:
-        await engine.dispose()
+        await restarted_db.dispose()
     keys = [row.idempotency_key for row in await outbox(uow_factory, Kind.DIGEST)]
     assert sorted(k.rsplit(":", 1)[1] for k in keys) == ["2025-12-01"] * 3 + ["2025-12-02"] * 3
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from bot.config import Settings
 from bot.reminders import Kind, ReminderJobs, local_at, parse_due, preset_due, presets_ahead
-from db.engine import create_engine, create_sessionmaker
+from db.engine import open_database
 from db.enums import HistoryAction
 from db.errors import InvalidInput
 from db.models import FollowUp, LeadHistory, User, utcnow
@@ -210,12 +210,12 @@ async def test_the_assignee_is_reminded_once_at_the_due_time(
     assert await jobs.remind_followups(due - timedelta(seconds=1)) == 0
     assert await jobs.remind_followups(due) == 1
     assert await jobs.remind_followups(due + timedelta(hours=1)) == 0
-    engine = create_engine(settings.database.url)  # a restart
+    restarted_db = open_database(settings.database.url)  # a restart
     try:
-        restarted = ReminderJobs(UnitOfWorkFactory(create_sessionmaker(engine), settings), jobs.settings)
+        restarted = ReminderJobs(UnitOfWorkFactory(restarted_db, settings), jobs.settings)
         assert await restarted.remind_followups(due + timedelta(hours=1)) == 0
     finally:
-        await engine.dispose()
+        await restarted_db.dispose()
 
     [row] = await outbox(uow_factory, Kind.FOLLOWUP_DUE)
     assert row.chat_id == team.seller.chat_id  # the lead's salesperson, not the manager who set it

@@ -7,7 +7,7 @@ from sqlalchemy import select, text
 
 from bot.config import Settings
 from bot.notifications import OutboxNotifier
-from db.engine import create_engine, create_sessionmaker
+from db.engine import open_database
 from db.enums import HistoryAction, LeadStatus, OutboxStatus
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
 from db.models import OutboxMessage
@@ -95,10 +95,10 @@ async def test_a_created_lead_is_the_sessions_own_with_its_people(uow_factory: U
         )
 
 
-async def test_creating_through_the_thread_driver_writes_the_same_rows(settings: Settings, team: Team) -> None:
-    # db.reader's other way (the session's own execute) for the INSERTs of a new lead and its notification.
-    engine = create_engine(settings.database.url, on_loop=False)
-    factory = UnitOfWorkFactory(create_sessionmaker(engine), settings, OutboxNotifier(settings))
+async def test_a_refused_second_create_leaves_only_the_first_leads_rows(settings: Settings, team: Team) -> None:
+    # A second create of the same phone in the same unit is refused and writes nothing of its own.
+    restarted_db = open_database(settings.database.url)
+    factory = UnitOfWorkFactory(restarted_db, settings, OutboxNotifier(settings))
     try:
         async with factory() as uow:
             lead = await uow.leads.create(team.mop.user, draft(assigned_to=team.seller.id))
@@ -110,7 +110,7 @@ async def test_creating_through_the_thread_driver_writes_the_same_rows(settings:
             history = await uow.leads.history(team.admin.user, lead.id)
             outbox = (await uow.session.scalars(select(OutboxMessage))).all()
     finally:
-        await engine.dispose()
+        await restarted_db.dispose()
     assert [(h.action, h.new_value) for h in history] == [
         (HistoryAction.CREATED, LeadStatus.NEW.value),
         (HistoryAction.ASSIGNED, "Продажник Иванов"),

@@ -13,7 +13,7 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import create_engine
+from db.engine import open_database
 from db.migrate import alembic_config, downgrade, upgrade
 from db.models import Base
 
@@ -26,9 +26,9 @@ def revisions() -> list[Script]:
 
 @pytest.fixture
 async def fresh_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'stairway.db'}")
-    yield engine
-    await engine.dispose()
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'stairway.db'}")
+    yield database.write_engine
+    await database.dispose()
 
 
 def _tables(connection: Connection) -> set[str]:

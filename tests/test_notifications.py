@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.config import Settings
 from bot.factory import create_dispatcher
@@ -20,7 +17,8 @@ from bot.notifications import (
     KIND_UNASSIGNED,
     OutboxNotifier,
 )
-from db.enums import LeadStatus, Role, StatusCode
+from db.engine import Database
+from db.enums import HistoryAction, LeadStatus, Role, StatusCode
 from db.errors import DuplicateLead
 from db.events import LeadCreated, LeadStatusChanged
 from db.models import OutboxMessage
@@ -79,10 +77,10 @@ def with_team_chat(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def team_harness(settings: Settings, sessionmaker: async_sessionmaker[Any]) -> Harness:
+def team_harness(settings: Settings, database: Database) -> Harness:
     team_settings = with_team_chat(settings)
     session = RecordingSession()
-    dp = create_dispatcher(team_settings, sessionmaker)
+    dp = create_dispatcher(team_settings, database)
     return Harness(bot=make_bot(session), session=session, dp=dp, settings=team_settings, uow_factory=dp["uow_factory"])
 
 
@@ -336,7 +334,10 @@ async def test_idempotency_keys_are_unique_and_events_are_never_queued_twice(tea
     # Handing the same events to the sink again (say, a retried commit) adds nothing.
     notifier = OutboxNotifier(team_harness.settings)
     async with factory() as uow:
-        await notifier(uow, [LeadStatusChanged(lead_id, team.seller.id, LeadStatus.NEW, LeadStatus.IN_WORK)])
+        history = await uow.leads.history(team.admin.user, lead_id)
+        first_move = next(h.id for h in history if h.action == HistoryAction.STATUS_CHANGED)
+        event = LeadStatusChanged(lead_id, team.seller.id, LeadStatus.NEW, LeadStatus.IN_WORK, first_move)
+        await notifier(uow, [event])
         await uow.session.flush()
         await uow.commit()
     assert [row.idempotency_key for row in await outbox_rows(factory)] == keys
@@ -349,6 +350,7 @@ async def test_a_new_lead_handed_to_the_sink_again_queues_nothing_more(team_harn
     assert [key for key, _ in first] == [f"new:{lead_id}:{team.seller.id}", f"team:new:{lead_id}"]
     notifier = OutboxNotifier(team_harness.settings)
     async with factory() as uow:
-        await notifier(uow, [LeadCreated(lead_id, team.rop.id), LeadCreated(lead_id, team.rop.id)])
+        created = (await uow.leads.history(team.admin.user, lead_id))[0].id
+        await notifier(uow, [LeadCreated(lead_id, team.rop.id, created), LeadCreated(lead_id, team.rop.id, created)])
         await uow.commit()
     assert [(row.idempotency_key, row.payload) for row in await outbox_rows(factory)] == first

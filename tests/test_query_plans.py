@@ -1,8 +1,8 @@
 """Every /leads list query and the card's are answered from an index: EXPLAIN QUERY PLAN on the SQL sent.
 
-The lists are read by ``db.reader``, straight on the sqlite3 connection: the statement is captured where
-the reader takes it (its compiled SQL and its parameters in the reader's order), so the plan is the one
-production gets, the join of the salesperson and all. The database is the migrated schema (indexes from
+The statement is captured where it leaves for the driver (``before_cursor_execute``), with its
+parameters, so the plan is the one production gets, the join of the salesperson and all. The database
+is the migrated schema (indexes from
 the migration, not from the models), filled once per module.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,13 +19,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
-from db.engine import create_engine, create_sessionmaker
+from db.engine import Database, open_database
 from db.enums import LeadStatus, Role
 from db.models import Lead, User, utcnow
-from db.reader import Query, Reader
 from db.repositories import LeadFilter
 from db.repositories import leads as leads_repository
 from db.uow import UnitOfWorkFactory
@@ -79,7 +77,8 @@ class PlanDb:
 
 async def _fill(url: str) -> dict[str, int]:
     """The team and ROWS leads covering every status × source × owner mix; one in ten soft-deleted."""
-    engine = create_engine(url)
+    database = open_database(url)
+    engine = database.write_engine
     now = utcnow()
     users: dict[str, int] = {}
     async with engine.begin() as conn:
@@ -109,15 +108,15 @@ async def _fill(url: str) -> dict[str, int]:
                 }
             )
         await conn.execute(insert(Lead), rows)
-    await engine.dispose()
+    await database.dispose()
     return users
 
 
 async def _analyze(url: str) -> None:
-    engine = create_engine(url)
-    async with engine.begin() as conn:
+    database = open_database(url)
+    async with database.write_engine.begin() as conn:
         await conn.exec_driver_sql("ANALYZE")
-    await engine.dispose()
+    await database.dispose()
 
 
 def _copy(source: Path, target_dir: Path, name: str) -> str:
@@ -143,37 +142,21 @@ def analyzed_db(plan_db: PlanDb, tmp_path_factory: pytest.TempPathFactory) -> Pl
 
 
 @contextmanager
-def _capture(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
-    """The SELECTs sent while inside: through the reader (as its plan binds them) or through the engine."""
+def _capture(database: Database) -> Iterator[list[tuple[str, Any]]]:
+    """The statements sent to either engine while inside, with their parameters."""
     seen: list[tuple[str, Any]] = []
-    dialect = engine.dialect
-    read = Reader.all
-
-    async def reading(self: Reader, query: Query, params: Mapping[str, Any] | None = None) -> list[Any]:
-        plan = query.plan(dialect)
-        given = params or {}
-        values = [given[p.name] if p.required else given.get(p.name, p.value) for p in plan.params]
-        seen.append(
-            (
-                plan.sql,
-                tuple(
-                    v if p.process is None or v is None else p.process(v)
-                    for p, v in zip(plan.params, values, strict=True)
-                ),
-            )
-        )
-        return await read(self, query, params)
 
     def listener(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
         seen.append((statement, params))
 
-    event.listen(engine.sync_engine, "before_cursor_execute", listener)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Reader, "all", reading)
-        try:
-            yield seen
-        finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", listener)
+    engines = {database.write_engine.sync_engine, database.read_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", listener)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", listener)
 
 
 async def _plan(db: PlanDb, name: str, cursor: str) -> tuple[str, list[str], Any]:
@@ -184,13 +167,13 @@ async def _plan(db: PlanDb, name: str, cursor: str) -> tuple[str, list[str], Any
         kwargs["before_id"] = DEEP
     elif cursor == "after":
         kwargs["after_id"] = DEEP
-    engine = create_engine(db.url)
-    uow_factory = UnitOfWorkFactory(create_sessionmaker(engine), Settings.model_validate({"database": {"url": db.url}}))
+    database = open_database(db.url)
+    uow_factory = UnitOfWorkFactory(database, Settings.model_validate({"database": {"url": db.url}}))
     try:
-        async with uow_factory() as uow:
+        async with uow_factory(read_only=True) as uow:
             actor = await uow.session.get(User, db.users[who])
             assert actor is not None
-            with _capture(engine) as seen:
+            with _capture(database) as seen:
                 page = await uow.leads.page(actor, flt, limit=PAGE, **kwargs)
             # The repository really answered: the plan below is of a query that finds rows.
             assert page.items
@@ -201,7 +184,7 @@ async def _plan(db: PlanDb, name: str, cursor: str) -> tuple[str, list[str], Any
             result = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
             details = [str(row[3]) for row in result.all()]
     finally:
-        await engine.dispose()
+        await database.dispose()
     return sql, details, params
 
 
@@ -270,15 +253,19 @@ async def test_card_queries_only_seek_the_leads_rows(
     plan_db: PlanDb, analyzed_db: PlanDb, name: str, analyzed: bool
 ) -> None:
     db = analyzed_db if analyzed else plan_db
-    engine = create_engine(db.url)
+    database = open_database(db.url)
     try:
-        plan = CARD_QUERIES[name].plan(engine.dialect)
+        engine = database.read_engine
+        compiled = CARD_QUERIES[name].limit(5).compile(dialect=engine.dialect)
+        sql = compiled.string
         async with engine.connect() as connection:
-            result = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + plan.sql, tuple(1 for _ in plan.params))
+            result = await connection.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + sql, tuple(1 for _ in compiled.positiontup or ())
+            )
             details = [str(row[3]) for row in result.all()]
     finally:
-        await engine.dispose()
-    shown = f"\n{plan.sql}\nplan: {details}"
+        await database.dispose()
+    shown = f"\n{sql}\nplan: {details}"
     assert details, shown
     assert all(step.startswith(("SEARCH", "CORRELATED SCALAR SUBQUERY")) for step in details), shown
     assert not any("TEMP B-TREE" in step for step in details), shown

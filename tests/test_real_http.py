@@ -21,10 +21,10 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.config import Settings
 from bot.factory import create_bot, create_dispatcher
+from db.engine import Database
 from tests.conftest import ADMIN_TG
 from tests.fake_bot_api import FakeBotAPI
 
@@ -70,13 +70,13 @@ async def live_bot(settings: Settings, fake_bot_api: FakeBotAPI) -> AsyncIterato
 
 async def test_start_is_answered_over_real_http(
     settings: Settings,
-    sessionmaker: async_sessionmaker[Any],
+    database: Database,
     fake_bot_api: FakeBotAPI,
     only_localhost: list[Any],
 ) -> None:
     live = pointed_at(settings, fake_bot_api)
     bot = create_bot(live)
-    dispatcher = create_dispatcher(live, sessionmaker)
+    dispatcher = create_dispatcher(live, database)
     polling = asyncio.create_task(dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1))
     try:
         fake_bot_api.push_message(ADMIN_TG, "/start", first_name="Boss")

@@ -18,10 +18,10 @@ from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import ConfigError, Settings, load_settings
-from bot.durations import parse_clock_range, parse_duration
 from bot.reminders import Kind, ReminderJobs, in_working_hours, local_at, next_working_start
 from bot.scheduler import DIGEST_CATCH_UP_JOB, DIGEST_JOB, TICK_JOB, create_scheduler, stop_scheduler
-from db.engine import create_engine, create_sessionmaker
+from db.durations import parse_clock_range, parse_duration
+from db.engine import open_database
 from db.enums import LeadStatus, Role, StatusCode
 from db.models import Lead, OutboxMessage, User, utcnow
 from db.repositories.leads import LeadDraft
@@ -238,13 +238,13 @@ async def test_a_restart_repeats_nothing(jobs: ReminderJobs, settings: Settings,
     assert len(before) == 3 + 3 + 1  # seller 3, ROP 3 for the unassigned one, ROP 1 escalation
 
     # A new process: a new engine and unit-of-work factory on the same database, the same moments again.
-    engine = create_engine(settings.database.url)
+    restarted_db = open_database(settings.database.url)
     try:
-        restarted = ReminderJobs(UnitOfWorkFactory(create_sessionmaker(engine), settings), jobs.settings)
+        restarted = ReminderJobs(UnitOfWorkFactory(restarted_db, settings), jobs.settings)
         for moment in moments:
             assert await restarted.tick(moment) == 0
     finally:
-        await engine.dispose()
+        await restarted_db.dispose()
     assert [(r.idempotency_key, r.chat_id) for r in await outbox(uow_factory)] == before
 
 

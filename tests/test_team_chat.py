@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.config import Settings
 from bot.delivery import DeliveryWorker, VirtualClock
 from bot.factory import create_dispatcher
+from db.engine import Database
 from db.enums import HistoryAction
 from db.models import Lead, LeadHistory, OutboxMessage
 from db.repositories import LeadDraft
@@ -25,11 +24,11 @@ TEAM_THREAD = 12
 
 
 @pytest.fixture
-def chat(settings: Settings, sessionmaker: async_sessionmaker[Any]) -> Harness:
+def chat(settings: Settings, database: Database) -> Harness:
     notifications = settings.notifications.model_copy(update={"team_chat_id": TEAM_CHAT, "team_thread_id": TEAM_THREAD})
     team_settings = settings.model_copy(update={"notifications": notifications})
     session = RecordingSession()
-    dp = create_dispatcher(team_settings, sessionmaker)
+    dp = create_dispatcher(team_settings, database)
     return Harness(bot=make_bot(session), session=session, dp=dp, settings=team_settings, uow_factory=dp["uow_factory"])
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from api.app import create_app
 from bot.cli import main
 from bot.config import Settings
-from db.engine import create_engine, create_sessionmaker
+from db.engine import open_database
 from db.models import ApiToken
 from db.repositories.tokens import hash_token
 from db.uow import UnitOfWorkFactory
@@ -94,13 +94,13 @@ def test_cli_token_issue_prints_a_working_token(
     assert TOKEN.fullmatch(token), token
 
     async def call(token: str) -> int:
-        engine = create_engine(settings.database.url)
+        restarted_db = open_database(settings.database.url)
         try:
-            app: FastAPI = create_app(settings, create_sessionmaker(engine))
+            app: FastAPI = create_app(settings, restarted_db)
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
                 return (await client.get("/api/leads/", headers=bearer(token))).status_code
         finally:
-            await engine.dispose()
+            await restarted_db.dispose()
 
     assert asyncio.run(call(token)) == 200
     assert asyncio.run(call(token[:-1] + ("A" if token[-1] != "A" else "B"))) == 401

@@ -5,25 +5,22 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Select, Table, bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, make_transient_to_detached
-from sqlalchemy.orm.util import identity_key
+from sqlalchemy.orm import aliased
 
-from bot.config import CrmSection
 from db import permissions
 from db.enums import FORWARD_MOVES, REOPEN_MOVES, HistoryAction, LeadField, LeadStatus, Role
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
 from db.models import Comment, FollowUp, Lead, LeadHistory, User, person_name, utcnow
 from db.permissions import Actor
-from db.reader import Query, Reader
-from db.repositories.users import USER_COLUMNS, adopt_user
-from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow, UserRow
+from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow
+from db.settings import CrmSection
+from db.sql import insert_or_skip
 from db.validation import (
     MAX_COMMENT,
     MAX_NOTES,
@@ -103,47 +100,34 @@ class LeadDetail:
 
 # Built once (the card and every action load a lead): a statement object reused keeps its cache key.
 _LOAD = select(Lead).where(Lead.id == bindparam("lead_id"), Lead.deleted_at.is_(None))
-_LOAD_FOR_UPDATE = _LOAD.with_for_update()
+# OF leads: the people are outer-joined (lazy="joined"), and PostgreSQL locks no nullable side of a join.
+_LOAD_FOR_UPDATE = _LOAD.with_for_update(of=Lead)
 # The card's latest comments and history rows, each with its total (a window count, taken before LIMIT;
-# a limit of -1 is SQLite's "no limit").
-_LATEST_COMMENTS = (
-    select(Comment, func.count().over())
-    .where(Comment.lead_id == bindparam("lead_id"))
-    .order_by(Comment.id.desc())
-    .limit(bindparam("limit"))
+# no limit when the caller asks for all of them).
+_LATEST_COMMENTS: Select[*tuple[Any, ...]] = (
+    select(Comment, func.count().over()).where(Comment.lead_id == bindparam("lead_id")).order_by(Comment.id.desc())
 )
-_LATEST_HISTORY = (
+_LATEST_HISTORY: Select[*tuple[Any, ...]] = (
     select(LeadHistory, func.count().over())
     .where(LeadHistory.lead_id == bindparam("lead_id"))
     .order_by(LeadHistory.id.desc())
-    .limit(bindparam("limit"))
 )
 
 
-# Creating a lead writes plain rows by db.reader, not ORM objects (no unit-of-work bookkeeping for rows
-# nobody changes afterwards). The lead: one INSERT that the partial unique index on the live phone
-# decides, with no check beforehand and no SAVEPOINT: SQLite skips a conflicting row (the lead another
-# transaction created first) and the transaction goes on. Its history rows: one INSERT, executemany.
+# Creating a lead: one INSERT that the partial unique index on the live phone decides, with no check
+# beforehand and no SAVEPOINT: a conflicting row (the lead another transaction created first) is skipped
+# and the transaction goes on. Its history rows: one INSERT, executemany.
 _LEAD_TABLE = cast(Table, Lead.__table__)
-_LEAD_COLUMNS = tuple(column.key for column in _LEAD_TABLE.columns if column.key != "id")
-_INSERT_LEAD = Query(
-    sqlite_insert(_LEAD_TABLE)
-    .on_conflict_do_nothing(index_elements=[Lead.phone_number], index_where=Lead.deleted_at.is_(None))
-    .returning(Lead.id),
-    columns=_LEAD_COLUMNS,
-)
-_HISTORY_COLUMNS = ("lead_id", "action", "field", "old_value", "new_value", "changed_by_id", "changed_at")
-_INSERT_HISTORY = Query(insert(cast(Table, LeadHistory.__table__)), columns=_HISTORY_COLUMNS)
-_LIVE_BY_PHONE = Query(select(Lead.id).where(Lead.phone_number == bindparam("phone"), Lead.deleted_at.is_(None)))
-_USER_BY_ID = Query(select(*USER_COLUMNS).where(User.id == bindparam("user_id")))
+_HISTORY_TABLE = cast(Table, LeadHistory.__table__)
+_LIVE_BY_PHONE = select(Lead.id).where(Lead.phone_number == bindparam("phone"), Lead.deleted_at.is_(None))
 
 _ASSIGNEE = aliased(User, name="assignee")
 _CREATOR = aliased(User, name="creator")
 _AUTHOR = aliased(User, name="author")
 
-# The card as plain rows (db.reader): the lead with its two people and how many comments, history rows
-# and open follow-ups it has (each count a seek on its lead index), then the latest of each, read only
-# when there are any (a limit of -1 is SQLite's "no limit").
+# The card as plain rows: the lead with its two people and how many comments, history rows and open
+# follow-ups it has (each count a seek on its lead index), then the latest of each, read only when there
+# are any.
 _COMMENTS_TOTAL = select(func.count()).select_from(Comment).where(Comment.lead_id == Lead.id).scalar_subquery()
 _HISTORY_TOTAL = select(func.count()).select_from(LeadHistory).where(LeadHistory.lead_id == Lead.id).scalar_subquery()
 _FOLLOWUPS_TOTAL = (
@@ -152,7 +136,7 @@ _FOLLOWUPS_TOTAL = (
     .where(FollowUp.lead_id == Lead.id, FollowUp.done_at.is_(None))
     .scalar_subquery()
 )
-_CARD_LEAD = Query(
+_CARD_LEAD: Select[*tuple[Any, ...]] = (
     select(
         Lead.id,
         Lead.client_name,
@@ -181,7 +165,7 @@ _CARD_LEAD = Query(
     .outerjoin(_CREATOR, Lead.created_by_id == _CREATOR.id)
     .where(Lead.id == bindparam("lead_id"), Lead.deleted_at.is_(None))
 )
-_CARD_COMMENTS = Query(
+_CARD_COMMENTS: Select[*tuple[Any, ...]] = (
     select(
         Comment.id,
         Comment.text,
@@ -194,9 +178,8 @@ _CARD_COMMENTS = Query(
     .outerjoin(_AUTHOR, Comment.created_by_id == _AUTHOR.id)
     .where(Comment.lead_id == bindparam("lead_id"))
     .order_by(Comment.id.desc())
-    .limit(bindparam("limit"))
 )
-_CARD_HISTORY = Query(
+_CARD_HISTORY: Select[*tuple[Any, ...]] = (
     select(
         LeadHistory.id,
         LeadHistory.action,
@@ -212,9 +195,8 @@ _CARD_HISTORY = Query(
     .outerjoin(_AUTHOR, LeadHistory.changed_by_id == _AUTHOR.id)
     .where(LeadHistory.lead_id == bindparam("lead_id"))
     .order_by(LeadHistory.id.desc())
-    .limit(bindparam("limit"))
 )
-_CARD_FOLLOWUPS = Query(
+_CARD_FOLLOWUPS: Select[*tuple[Any, ...]] = (
     select(FollowUp.id, FollowUp.text, FollowUp.due_at)
     .where(FollowUp.lead_id == bindparam("lead_id"), FollowUp.done_at.is_(None))
     .order_by(FollowUp.due_at, FollowUp.id)
@@ -229,6 +211,14 @@ _ROW_COLUMNS = (
     _ASSIGNEE.first_name,
     _ASSIGNEE.last_name,
 )
+
+
+_S = TypeVar("_S", bound=Select[*tuple[Any, ...]])
+
+
+def _limited(stmt: _S, count: int) -> _S:
+    """The latest ``count`` rows of ``stmt``, or all of them when ``count`` is 0."""
+    return stmt.limit(count) if count else stmt
 
 
 def _as_rows(stmt: Select[Any]) -> Select[Any]:
@@ -252,22 +242,22 @@ def _lead_row(row: Any) -> LeadRow:
     )
 
 
-# The lists (/leads pages, /find) as prebuilt statements read by db.reader, one per shape: which
+# The lists (/leads pages, /find) as prebuilt statements, one per shape: which
 # conditions it has, named by the parameters bound to them (see ``_list_params``), and whether it asks for
 # unassigned leads (IS NULL binds nothing). Shapes are few and bounded (seller scope, status, source,
 # salesperson or unassigned, text, updated_since, cursor direction), so they are kept for good.
 _ListShape = tuple[tuple[str, ...], bool]
-_LIST_QUERIES: dict[_ListShape, Query] = {}
+_LIST_QUERIES: dict[_ListShape, Select[Any]] = {}
 
 
-def _list_query(shape: _ListShape) -> Query:
+def _list_query(shape: _ListShape) -> Select[Any]:
     query = _LIST_QUERIES.get(shape)
     if query is None:
         query = _LIST_QUERIES[shape] = _build_list_query(*shape)
     return query
 
 
-def _build_list_query(names: tuple[str, ...], unassigned: bool) -> Query:
+def _build_list_query(names: tuple[str, ...], unassigned: bool) -> Select[Any]:
     # The conditions and their order are those of ``_visible`` + ``page``: the same SQL, so the same
     # partial indexes (ix_leads_live_id, ix_leads_live_status, ix_leads_live_assignee_id, ...) answer it.
     stmt = _as_rows(select(Lead).where(Lead.deleted_at.is_(None)))
@@ -295,15 +285,14 @@ def _build_list_query(names: tuple[str, ...], unassigned: bool) -> Query:
         if "before" in names:
             stmt = stmt.where(Lead.id < bindparam("before"))
         stmt = stmt.order_by(Lead.id.desc())
-    return Query(stmt.limit(bindparam("limit")))
+    return stmt.limit(bindparam("limit"))
 
 
 class LeadRepository:
-    def __init__(self, session: AsyncSession, crm: CrmSection, events: list[DomainEvent], reader: Reader) -> None:
+    def __init__(self, session: AsyncSession, crm: CrmSection, events: list[DomainEvent]) -> None:
         self.session = session
         self.crm = crm
         self.events = events
-        self.reader = reader
 
     # ---- reading -------------------------------------------------------------------------------------
 
@@ -326,12 +315,10 @@ class LeadRepository:
         detail = LeadDetail(lead=lead)
         # Each list comes with its total in the same statement (a window count is taken before LIMIT):
         # two statements for the card's lower half instead of four.
-        comment_rows = (
-            await self.session.execute(_LATEST_COMMENTS, {"lead_id": lead_id, "limit": comments or -1})
-        ).all()
+        comment_rows = (await self.session.execute(_limited(_LATEST_COMMENTS, comments), {"lead_id": lead_id})).all()
         detail.comments = [row[0] for row in reversed(comment_rows)]
         detail.comments_total = comment_rows[0][1] if comment_rows else 0
-        history_rows = (await self.session.execute(_LATEST_HISTORY, {"lead_id": lead_id, "limit": history or -1})).all()
+        history_rows = (await self.session.execute(_limited(_LATEST_HISTORY, history), {"lead_id": lead_id})).all()
         detail.history = [row[0] for row in reversed(history_rows)]
         detail.history_total = history_rows[0][1] if history_rows else 0
         return detail
@@ -340,8 +327,8 @@ class LeadRepository:
         self, actor: Actor, lead_id: int, *, comments: int = 5, history: int = 5, followups: int = 3
     ) -> LeadCardData:
         """What the card shows, for anyone who may view the lead (see ``LeadCardData``)."""
-        reader = self.reader
-        row = await reader.one_or_none(_CARD_LEAD, {"lead_id": lead_id})
+        execute = self.session.execute
+        row = (await execute(_CARD_LEAD, {"lead_id": lead_id})).first()
         if row is None:
             raise NotFound("lead", lead_id)
         comments_total, history_total, followups_total = row[-3:]
@@ -354,15 +341,15 @@ class LeadRepository:
         if not permissions.can_view(actor, data.lead):
             raise Forbidden("view", "this lead is assigned to someone else")
         if comments_total:
-            rows = await reader.all(_CARD_COMMENTS, {"lead_id": lead_id, "limit": comments or -1})
+            rows = (await execute(_limited(_CARD_COMMENTS, comments), {"lead_id": lead_id})).all()
             data.comments = [CommentRow(c[0], c[1], c[2], PersonRow.of(*c[3:7])) for c in reversed(rows)]
         if history_total:
-            rows = await reader.all(_CARD_HISTORY, {"lead_id": lead_id, "limit": history or -1})
+            rows = (await execute(_limited(_CARD_HISTORY, history), {"lead_id": lead_id})).all()
             data.history = [
                 HistoryRow(h[0], h[1], h[2], h[3], h[4], h[5], PersonRow.of(*h[6:10])) for h in reversed(rows)
             ]
         if followups_total:
-            rows = await reader.all(_CARD_FOLLOWUPS, {"lead_id": lead_id, "limit": followups})
+            rows = (await execute(_CARD_FOLLOWUPS.limit(followups), {"lead_id": lead_id})).all()
             data.followups = [FollowUpRow(f[0], f[1], f[2]) for f in rows]
         return data
 
@@ -405,7 +392,7 @@ class LeadRepository:
             params["before"] = before_id
         params["limit"] = limit + 1
         query = _list_query((tuple(params), flt.unassigned))
-        rows = [_lead_row(row) for row in await self.reader.all(query, params)]
+        rows = [_lead_row(row) for row in (await self.session.execute(query, params)).all()]
         has_more = len(rows) > limit
         rows = rows[:limit]
         if after_id is not None:
@@ -455,7 +442,7 @@ class LeadRepository:
         params = _list_params(actor, LeadFilter(text=text))
         params["limit"] = limit
         query = _list_query((tuple(params), False))
-        return [_lead_row(row) for row in await self.reader.all(query, params)]
+        return [_lead_row(row) for row in (await self.session.execute(query, params)).all()]
 
     async def find_live_by_phone(self, phone_e164: str) -> Lead | None:
         stmt = select(Lead).where(Lead.phone_number == phone_e164, Lead.deleted_at.is_(None))
@@ -471,8 +458,15 @@ class LeadRepository:
         old: object = None,
         new: object = None,
         field_name: str | None = None,
-    ) -> None:
-        self.session.add(LeadHistory(**_history_values(lead.id, actor, action, old, new, field_name)))
+    ) -> LeadHistory:
+        entry = LeadHistory(**_history_values(lead.id, actor, action, old, new, field_name))
+        self.session.add(entry)
+        return entry
+
+    async def _written(self, entry: LeadHistory) -> int:
+        """The id of a history row just added (events carry it)."""
+        await self.session.flush()
+        return entry.id
 
     def _check_source(self, source: str) -> str:
         source = (source or "").strip()
@@ -488,8 +482,7 @@ class LeadRepository:
 
     async def assignee(self, user_id: int) -> User:
         """The active salesperson ``user_id``, or InvalidInput: who a lead may be assigned to."""
-        row = await self.reader.one_or_none(_USER_BY_ID, {"user_id": user_id})
-        user = None if row is None else adopt_user(self.session, row)
+        user = await self.session.get(User, user_id)
         if user is None or not user.is_active or user.role not in permissions.ASSIGNABLE_ROLES:
             raise InvalidInput(
                 "assigned_to", "assignee_invalid", "assignee must be an active salesperson", user_id=user_id
@@ -520,56 +513,37 @@ class LeadRepository:
         notes = clean_text(draft.notes, "notes", MAX_NOTES, required=False)
         assignee = await self.assignee(draft.assigned_to) if draft.assigned_to is not None else None
         now = utcnow()
-        # Every column is given: the object below is what the row holds, with nothing left to load.
-        lead = Lead(
-            client_name=name,
-            phone_number=phone,
-            status=LeadStatus.NEW,
-            source=source,
-            budget=budget,
-            notes=notes,
-            assigned_to_id=assignee.id if assignee else None,
-            created_by_id=actor.id,
-            created_at=now,
-            updated_at=now,
-            closing_date=None,
-            refusal_reason=None,
-            deleted_at=None,
-            deleted_by_id=None,
-            reminder_count=0,
-            next_reminder_at=None,
-        )
-        # The reader flushes pending changes first: a lead soft-deleted earlier in this unit of work has
-        # given its phone back by the time it is taken again.
-        inserted = await self.reader.one_or_none(_INSERT_LEAD, {key: getattr(lead, key) for key in _LEAD_COLUMNS})
-        if inserted is None:
-            existing = await self.reader.one_or_none(_LIVE_BY_PHONE, {"phone": phone})
-            raise DuplicateLead(phone, existing[0] if existing else 0)
-        lead_id = lead.id = inserted[0]
-        # The people are in this session already (the acting user, the assignee just checked): the lead
-        # joins the session as if loaded with them, so nothing is read back after the insert.
-        lead.assigned_to = assignee
-        lead.created_by = await self._in_session(actor)
-        make_transient_to_detached(lead)
-        self.session.sync_session.add(lead)
+        values = {
+            "client_name": name,
+            "phone_number": phone,
+            "search_name": fold_for_search(name),
+            "status": LeadStatus.NEW,
+            "source": source,
+            "budget": budget,
+            "notes": notes,
+            "assigned_to_id": assignee.id if assignee else None,
+            "created_by_id": actor.id,
+            "created_at": now,
+            "updated_at": now,
+            "reminder_count": 0,
+        }
+        # Pending changes are flushed first (autoflush): a lead soft-deleted earlier in this unit of work
+        # has given its phone back by the time it is taken again.
+        insert_lead = insert_or_skip(
+            self.session, _LEAD_TABLE, [Lead.phone_number], Lead.deleted_at.is_(None)
+        ).returning(Lead.id)
+        lead_id = await self.session.scalar(insert_lead, values)
+        if lead_id is None:
+            existing = await self.session.scalar(_LIVE_BY_PHONE, {"phone": phone})
+            raise DuplicateLead(phone, existing or 0)
         history = [_history_values(lead_id, actor, HistoryAction.CREATED, None, LeadStatus.NEW.value, at=now)]
         if assignee is not None:
             history.append(_history_values(lead_id, actor, HistoryAction.ASSIGNED, None, assignee.full_name, at=now))
-        await self.reader.many(_INSERT_HISTORY, history)
-        self.events.append(LeadCreated(lead_id, actor.id))
+        history_ids = list(await self.session.scalars(insert(_HISTORY_TABLE).returning(LeadHistory.id), history))
+        lead = await self.session.get(Lead, lead_id)
+        assert lead is not None
+        self.events.append(LeadCreated(lead_id, actor.id, history_ids[0]))
         return lead
-
-    async def _in_session(self, user: Actor) -> User:
-        """This session's object for ``user``: a row read this update, or a ``User`` of another session."""
-        held = self.session.sync_session.identity_map.get(identity_key(User, user.id))
-        if isinstance(held, User):
-            return held
-        if isinstance(user, UserRow):  # read in this transaction: adopted as it is, not read again
-            return adopt_user(self.session, [getattr(user, column.key) for column in USER_COLUMNS])
-        found = await self.session.get(User, user.id)
-        if found is None:
-            raise NotFound("user", user.id)
-        return found
 
     async def update(self, actor: Actor, lead_id: int, changes: LeadChanges) -> Lead:
         lead = await self._load(lead_id, for_update=True)
@@ -639,8 +613,9 @@ class LeadRepository:
         lead.updated_at = utcnow()
         if new_status != LeadStatus.NEW:
             lead.next_reminder_at = None
-        self._history(lead, actor, HistoryAction.STATUS_CHANGED, old_status.value, new_status.value)
-        self.events.append(LeadStatusChanged(lead.id, actor.id, old_status, new_status))
+        entry = self._history(lead, actor, HistoryAction.STATUS_CHANGED, old_status.value, new_status.value)
+        history_id = await self._written(entry)
+        self.events.append(LeadStatusChanged(lead.id, actor.id, old_status, new_status, history_id))
         return lead
 
     async def assign(self, actor: Actor, lead_id: int, assignee_id: int) -> Lead:
@@ -655,8 +630,9 @@ class LeadRepository:
         lead.assigned_to_id = assignee.id
         lead.assigned_to = assignee
         lead.updated_at = utcnow()
-        self._history(lead, actor, HistoryAction.ASSIGNED, old.full_name if old else None, assignee.full_name)
-        self.events.append(LeadReassigned(lead.id, actor.id, old_id, assignee.id))
+        entry = self._history(lead, actor, HistoryAction.ASSIGNED, old.full_name if old else None, assignee.full_name)
+        history_id = await self._written(entry)
+        self.events.append(LeadReassigned(lead.id, actor.id, old_id, assignee.id, history_id))
         return lead
 
     async def take(self, actor: Actor, lead_id: int) -> Lead:
@@ -677,8 +653,9 @@ class LeadRepository:
         if getattr(result, "rowcount", 0) != 1:
             raise Forbidden("take", "the lead has already been taken")
         await self.session.refresh(lead)
-        self._history(lead, actor, HistoryAction.ASSIGNED, None, actor.full_name)
-        self.events.append(LeadReassigned(lead.id, actor.id, None, actor.id))
+        entry = self._history(lead, actor, HistoryAction.ASSIGNED, None, actor.full_name)
+        history_id = await self._written(entry)
+        self.events.append(LeadReassigned(lead.id, actor.id, None, actor.id, history_id))
         return lead
 
     async def add_comment(self, actor: Actor, lead_id: int, text: str) -> Comment:

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import permissions
@@ -25,28 +24,11 @@ from db.enums import OutboxStatus
 from db.errors import Forbidden
 from db.models import OutboxMessage, User, utcnow
 from db.permissions import Actor
-from db.reader import Query, Reader
+from db.sql import insert_or_skip
 
 ERROR_LIMIT = 1000
 
-# ``enqueue_many``: a key already queued makes its row insert nothing (the unique index on the key).
-_INSERT_MANY = Query(
-    sqlite_insert(cast(Table, OutboxMessage.__table__)).on_conflict_do_nothing(
-        index_elements=[OutboxMessage.idempotency_key]
-    ),
-    columns=(
-        "idempotency_key",
-        "chat_id",
-        "thread_id",
-        "user_id",
-        "kind",
-        "payload",
-        "status",
-        "created_at",
-        "next_attempt_at",
-        "attempts",
-    ),
-)
+_OUTBOX_TABLE = cast(Table, OutboxMessage.__table__)
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,9 +50,8 @@ class OutboxOverview:
 
 
 class OutboxRepository:
-    def __init__(self, session: AsyncSession, reader: Reader) -> None:
+    def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self.reader = reader
 
     async def enqueue(
         self,
@@ -104,7 +85,7 @@ class OutboxRepository:
     async def enqueue_many(self, rows: Sequence[OutboxRow]) -> None:
         """Queue messages in one statement, each idempotent by its key like ``enqueue`` (whether a row
         was new is not reported). Rows are written at once, not at the next flush: pending ORM changes
-        are flushed first (db.reader), so the order of writes stays the order of calls."""
+        are flushed first (autoflush), so the order of writes stays the order of calls."""
         now = utcnow()
         values = [
             {
@@ -121,7 +102,10 @@ class OutboxRepository:
             }
             for row in rows
         ]
-        await self.reader.many(_INSERT_MANY, values)
+        if values:
+            # A key already queued makes its row insert nothing (the unique index on the key).
+            stmt = insert_or_skip(self.session, _OUTBOX_TABLE, [OutboxMessage.idempotency_key])
+            await self.session.execute(stmt, values)
 
     # ---- the delivery worker ---------------------------------------------------------------------------
 

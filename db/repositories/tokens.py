@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -57,8 +58,8 @@ class ApiTokenRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def authenticate(self, raw: str) -> User | None:
-        """The active user a live token belongs to, or None."""
+    async def authenticate(self, raw: str) -> TokenHolder | None:
+        """The active user a live token belongs to, or None. Only reads: see ``touch``."""
         if not raw or len(raw) > 256:
             return None
         row = (
@@ -73,10 +74,17 @@ class ApiTokenRepository:
         token, user = row
         if not user.is_active:
             return None
-        now = utcnow()
-        if token.last_used_at is None or now - token.last_used_at > _TOUCH_EVERY:
-            token.last_used_at = now
-        return user
+        last = token.last_used_at
+        return TokenHolder(user, token.id, touch_due=last is None or utcnow() - last > _TOUCH_EVERY)
+
+    async def touch(self, token_id: int) -> None:
+        """Note that a token was used (at most every few minutes: ``TokenHolder.touch_due``)."""
+        await self.session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == token_id)
+            .values(last_used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
 
     async def integration_user(self) -> User:
         """The inactive admin that webhook intake acts as (created on first use)."""
@@ -92,6 +100,13 @@ class ApiTokenRepository:
             self.session.add(user)
             await self.session.flush()
         return user
+
+
+@dataclass(frozen=True, slots=True)
+class TokenHolder:
+    user: User
+    token_id: int
+    touch_due: bool  # the token's last use was noted long enough ago to note this one
 
 
 class IdempotencyRepository:

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import bindparam, inspect, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.util import identity_key
 
-from bot.config import AccessSection
 from db import permissions
 from db.enums import Role
 from db.errors import Forbidden, InvalidInput, NotFound
 from db.models import Invite, User, utcnow
 from db.permissions import Actor
-from db.reader import Query, Reader
 from db.rows import UserRow
+from db.settings import AccessSection
 
 
 @dataclass(slots=True, frozen=True)
@@ -31,46 +27,18 @@ class TelegramProfile:
     language: str | None = None
 
 
-# Every update looks its sender up: read as a plain row (db.reader), then adopted by the session.
+# Every update looks its sender up: read as a plain row, not an ORM object (``db.rows.UserRow``).
 USER_COLUMNS = tuple(User.__table__.columns)
-_USER_KEYS = tuple(column.key for column in USER_COLUMNS)
-_USER_MANAGER = inspect(User).class_manager
-_BY_TELEGRAM_ID = Query(select(*USER_COLUMNS).where(User.telegram_id == bindparam("telegram_id")))
-
-
-def adopt_user(session: AsyncSession, row: Sequence[Any]) -> User:
-    """The session's ``User`` for a row of ``USER_COLUMNS`` read by the reader, as if the session had loaded it.
-
-    ``make_transient_to_detached`` marks the columns as loaded (nothing to write) and ``add`` puts the
-    object into the identity map, so changes to it are flushed and committed like any other; an
-    object the session already holds is returned as it is.
-    """
-    sync = session.sync_session
-    existing = sync.identity_map.get(identity_key(User, row[0]))
-    if isinstance(existing, User):
-        return existing
-    # Filled the way the ORM's own loader fills an object: values straight into its state, where the
-    # constructor would fire an attribute event per column (a third of what every update's lookup of
-    # its sender cost).
-    user = _USER_MANAGER.new_instance()
-    user.__dict__.update(zip(_USER_KEYS, row, strict=True))
-    make_transient_to_detached(user)
-    sync.add(user)
-    return user
+_BY_TELEGRAM_ID = select(*USER_COLUMNS).where(User.telegram_id == bindparam("telegram_id"))
 
 
 class UserRepository:
-    def __init__(self, session: AsyncSession, access: AccessSection, reader: Reader) -> None:
+    def __init__(self, session: AsyncSession, access: AccessSection) -> None:
         self.session = session
         self.access = access
-        self.reader = reader
 
     async def by_telegram_id(self, telegram_id: int) -> User | None:
-        row = await self.reader.one_or_none(_BY_TELEGRAM_ID, {"telegram_id": telegram_id})
-        return None if row is None else self._adopt(row)
-
-    def _adopt(self, row: Sequence[Any]) -> User:
-        return adopt_user(self.session, row)
+        return await self.session.scalar(select(User).where(User.telegram_id == telegram_id))
 
     async def by_id(self, user_id: int) -> User | None:
         return await self.session.get(User, user_id)
@@ -106,20 +74,26 @@ class UserRepository:
 
     async def sender(self, telegram_id: int) -> UserRow | None:
         """Who sent an update, as a row: read on every update, so no ORM object (``db.rows.UserRow``)."""
-        row = await self.reader.one_or_none(_BY_TELEGRAM_ID, {"telegram_id": telegram_id})
+        row = (await self.session.execute(_BY_TELEGRAM_ID, {"telegram_id": telegram_id})).first()
         return None if row is None else UserRow(*row)
 
-    async def touch_profile(self, user: UserRow, profile: TelegramProfile) -> UserRow:
-        """Keep names current and clear the unreachable mark: the user is evidently talking to us again.
-
-        Returns the row as it now is (the same one when nothing changed, as is usual).
-        """
+    @staticmethod
+    def profile_changes(user: UserRow, profile: TelegramProfile) -> dict[str, Any]:
+        """What ``touch_profile`` would change: names that moved on, an unreachable mark to clear."""
         changes: dict[str, Any] = {}
         first_name = profile.first_name[:128]
         if (user.first_name, user.last_name, user.username) != (first_name, profile.last_name, profile.username):
             changes.update(first_name=first_name, last_name=profile.last_name, username=profile.username)
         if user.unreachable_since is not None:
             changes["unreachable_since"] = None
+        return changes
+
+    async def touch_profile(self, user: UserRow, profile: TelegramProfile) -> UserRow:
+        """Keep names current and clear the unreachable mark: the user is evidently talking to us again.
+
+        Returns the row as it now is (the same one when nothing changed, as is usual).
+        """
+        changes = self.profile_changes(user, profile)
         if not changes:
             return user
         await self.session.execute(update(User).where(User.id == user.id).values(**changes))

@@ -1,0 +1,30 @@
+"""SQL that differs between the databases the core supports, chosen by the dialect in use.
+
+Everything else in the core is written once in portable SQLAlchemy; only what has no portable spelling
+lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Insert, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def dialect_of(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def insert_or_skip(
+    session: AsyncSession, table: Table, conflict: list[Any], where: ColumnElement[bool] | None = None
+) -> Insert:
+    """``INSERT … ON CONFLICT (conflict) [WHERE where] DO NOTHING`` for the session's database.
+
+    ``where`` names a partial unique index (the live phone), which both SQLite and PostgreSQL need
+    spelled out to pick the index.
+    """
+    module = postgresql if dialect_of(session) == "postgresql" else sqlite
+    stmt = module.insert(table)
+    return stmt.on_conflict_do_nothing(index_elements=conflict, index_where=where)
