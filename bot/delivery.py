@@ -551,7 +551,7 @@ class DeliveryWorker:
     async def _idle(self) -> bool:
         if self._tasks or self._ready is not None or self._outcomes:
             return False
-        async with self.uow_factory() as uow:
+        async with self.uow_factory(read_only=True) as uow:
             counts = await uow.outbox.counts()
         return counts[OutboxStatus.PENDING] == 0 and counts[OutboxStatus.SENDING] == 0
 
