@@ -13,7 +13,10 @@ from aiogram.filters.callback_data import CallbackData
 
 from bot.texts import texts_for
 from db.enums import StatusCode
+from db.errors import InvalidInput
 from db.ids import MAX_ID, parse_index, parse_row_id, parse_telegram_id
+from db.validation import MAX_NOTES, clean_name, clean_text, visible_text
+from handlers.new_lead import NewLead
 from keyboards.callbacks import (
     AssignCB,
     AssignPageCB,
@@ -39,7 +42,8 @@ from keyboards.callbacks import (
     UsersPageCB,
 )
 from tests.conftest import Harness, Team
-from tests.test_lead_card import load, make_lead
+from tests.test_lead_card import comment_count, load, make_lead
+from tests.test_new_lead import state_of, walk
 
 T = texts_for("ru")
 STALE = T.t("common.stale_button")
@@ -172,3 +176,91 @@ async def test_assign_to_a_user_id_that_cannot_exist_is_an_unknown_user(harness:
     await harness.send(team.admin, f"/assign {lead_id} {who}")
     assert harness.last_text(team.admin.chat_id) == T.t("card.assign.unknown_user", who=who)
     assert await _snapshot(harness, lead_id) == before
+
+
+# ---- free text: something visible, no control characters ------------------------------------------------
+
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+INVISIBLE = T.t("invalid.text_invisible")
+CONTROL = T.t("invalid.text_control")
+
+
+@pytest.mark.parametrize(
+    ("raw", "cleaned"),
+    [
+        ("  Иван  ", "Иван"),
+        ("строка\nвторая\tс табуляцией", "строка\nвторая\tс табуляцией"),
+        ("строка\r\nвторая", "строка\nвторая"),
+        ("👨\u200d👩\u200d👧", "👨\u200d👩\u200d👧"),  # joiners inside an emoji are part of it
+        ("\u200bИван", "\u200bИван"),
+        ("", None),
+        (" \n\t ", None),
+    ],
+)
+def test_visible_text_keeps_what_can_be_seen(raw: str, cleaned: str | None) -> None:
+    assert visible_text(raw) == cleaned
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (ZERO_WIDTH, "text_invisible"),
+        (" \u200b \u00a0 ", "text_invisible"),
+        ("\u3164", "text_invisible"),  # Hangul filler: a "letter" drawn as nothing
+        ("\u2800", "text_invisible"),  # blank braille pattern
+        ("\u0301", "text_invisible"),  # a combining accent with nothing to sit on
+        ("Иван\x00", "text_control"),
+        ("a\x1b[31mb", "text_control"),
+        ("a\rb", "text_control"),
+        ("\x7f", "text_control"),
+        ("\x85", "text_control"),
+    ],
+)
+def test_visible_text_refuses_invisible_and_control_text(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        visible_text(raw, "notes")
+    assert (refused.value.field, refused.value.reason) == ("notes", reason)
+
+
+def test_every_text_cleaner_follows_the_rule() -> None:
+    for clean in (clean_name, lambda raw: clean_text(raw, "notes", MAX_NOTES, required=False)):
+        with pytest.raises(InvalidInput, match="visible"):
+            clean(ZERO_WIDTH)
+        with pytest.raises(InvalidInput, match="control"):
+            clean("Иван\x07")
+
+
+async def test_new_refuses_an_invisible_name_and_notes(harness: Harness, team: Team) -> None:
+    await walk(harness, team.mop, "name")
+    for hostile, answer in ((ZERO_WIDTH, INVISIBLE), ("\u3164 \u200b", INVISIBLE), ("Иван\x07", CONTROL)):
+        await harness.send(team.mop, hostile)
+        assert answer in harness.last_text(team.mop.chat_id), hostile
+        assert await state_of(harness, team.mop) == NewLead.name.state
+    await walk(harness, team.mop, "notes")
+    await harness.send(team.mop, ZERO_WIDTH)
+    assert INVISIBLE in harness.last_text(team.mop.chat_id)
+    assert await state_of(harness, team.mop) == NewLead.notes.state
+    await harness.send(team.mop, "Хочет\x00 2-комнатную")
+    assert CONTROL in harness.last_text(team.mop.chat_id)
+    assert await state_of(harness, team.mop) == NewLead.notes.state
+
+
+async def test_the_cards_prompts_refuse_invisible_and_control_text(harness: Harness, team: Team) -> None:
+    lead_id = await make_lead(harness, team, assigned=team.seller)
+    before = await _snapshot(harness, lead_id)
+    notes = (await load(harness, lead_id)).notes
+    prompts = [
+        (team.mop, LeadEditCB(lead_id=lead_id, field=EditField.CLIENT_NAME)),
+        (team.mop, LeadEditCB(lead_id=lead_id, field=EditField.NOTES)),
+        (team.seller, LeadCB(action=LeadAction.COMMENT, lead_id=lead_id)),
+        (team.seller, LeadStatusCB(lead_id=lead_id, code=StatusCode.REFUSED)),
+    ]
+    for member, prompt in prompts:
+        await harness.click(member, prompt)
+        for hostile, answer in ((ZERO_WIDTH, INVISIBLE), ("\u2060 \u200b", INVISIBLE), ("текст\x1b", CONTROL)):
+            await harness.send(member, hostile)
+            assert answer in harness.last_text(member.chat_id), (prompt, hostile)
+        await harness.send(member, "/cancel")
+    assert await _snapshot(harness, lead_id) == before
+    assert (await load(harness, lead_id)).notes == notes
+    assert await comment_count(harness, lead_id) == 0
