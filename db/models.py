@@ -123,7 +123,9 @@ class Lead(Base):
     assigned_to_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # When a person or an integration last changed the lead: set by the repositories on each such change,
+    # never by an UPDATE as such, so the jobs' bookkeeping below leaves it (and the caches keyed on it) alone.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     closing_date: Mapped[date | None] = mapped_column(Date)
     refusal_reason: Mapped[str | None] = mapped_column(Text)
     deleted_at: Mapped[datetime | None]

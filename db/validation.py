@@ -18,6 +18,13 @@ MAX_COMMENT = 2000
 MAX_REASON = 500
 MAX_BUDGET = 1e12
 
+# Control characters (Unicode category Cc) but newline and tab: what no typed text needs.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Categories drawn as nothing on their own: spaces, zero-width and format characters (U+200B…U+200D,
+# U+2060, U+FEFF…), surrogates, combining marks without a letter to sit on.
+_UNSEEN_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Mn", "Me"})
+# Letters and symbols that are blank by design, used to fake an empty name: Hangul fillers, blank braille.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 _BUDGET = re.compile(r"^(\d+(?:[.,]\d+)?)\s*([kmкм]|тыс|млн)?$", re.IGNORECASE)
 _MULTIPLIERS = {"k": 1e3, "к": 1e3, "тыс": 1e3, "m": 1e6, "м": 1e6, "млн": 1e6}
 
@@ -80,8 +87,31 @@ def _from_e164(e164: str) -> phonenumbers.PhoneNumber | None:
     return None
 
 
+def _seen(char: str) -> bool:
+    return char not in _BLANK_LETTERS and unicodedata.category(char) not in _UNSEEN_CATEGORIES
+
+
+def visible_text(value: str, field: str = "text") -> str | None:
+    """``value`` without surrounding whitespace, or None when nothing is left (the caller's "empty").
+
+    The rule for every free text a person types (names, notes, comments, reasons), in the bot and over
+    HTTP: a control character other than newline and tab is refused (``text_control``), and so is text
+    with nothing visible in it, such as only zero-width spaces or joiners (``text_invisible``). A
+    Windows line break (CR LF) is a newline.
+    """
+    value = value.replace("\r\n", "\n")
+    if _CONTROL.search(value):
+        raise InvalidInput(field, "text_control", f"{field} must not contain control characters")
+    text = value.strip()
+    if not text:
+        return None
+    if not any(_seen(char) for char in text):
+        raise InvalidInput(field, "text_invisible", f"{field} must contain a visible character")
+    return text
+
+
 def clean_name(raw: str | None) -> str:
-    name = " ".join((raw or "").split())
+    name = " ".join((visible_text(raw or "", "client_name") or "").split())
     if not name:
         raise InvalidInput("client_name", "name_empty", "client name must not be empty")
     if len(name) > MAX_NAME:
@@ -100,7 +130,7 @@ def fold_for_search(text: str | None) -> str:
 
 
 def clean_text(raw: str | None, field: str, limit: int, *, required: bool = True) -> str | None:
-    text = (raw or "").strip()
+    text = visible_text(raw or "", field)
     if not text:
         if required:
             raise InvalidInput(field, "text_empty", f"{field} must not be empty")

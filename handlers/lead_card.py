@@ -28,6 +28,7 @@ from bot.views import CALLBACK_ANSWER_LIMIT, describe_error, esc, format_money, 
 from db import permissions
 from db.enums import LeadField, LeadStatus
 from db.errors import DomainError, Forbidden, InvalidInput, InvalidTransition, NotFound
+from db.ids import parse_row_id, parse_telegram_id
 from db.models import Lead, User
 from db.permissions import Actor
 from db.repositories import LeadChanges
@@ -157,10 +158,8 @@ async def _lost_draft(message: Message, state: FSMContext, texts: Texts) -> None
 
 
 def _parse_id(raw: str) -> int | None:
-    raw = raw.strip().lstrip("#")
-    if not raw.isdigit() or len(raw) > 12:
-        return None
-    return int(raw)
+    """``12`` or ``#12``: a row id, or None for anything else (answered with the usage or "not found")."""
+    return parse_row_id(raw.strip().removeprefix("#"))
 
 
 # ---- opening the card -----------------------------------------------------------------------------------
@@ -417,7 +416,7 @@ async def _resolve_user(uow: UnitOfWork, actor: Actor, raw: str) -> User | None:
     if raw.startswith("#"):
         user_id = _parse_id(raw)
         return await uow.users.by_id(user_id) if user_id is not None else None
-    telegram_id = _parse_id(raw)
+    telegram_id = parse_telegram_id(raw)
     return await uow.users.by_telegram_id(telegram_id) if telegram_id is not None else None
 
 

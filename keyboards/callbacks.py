@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
+from typing import Annotated
 
 from aiogram.filters.callback_data import CallbackData
+from pydantic import BeforeValidator
 
 from db.enums import Role, StatusCode
+from db.ids import parse_index, parse_row_id
 
 CALLBACK_DATA_LIMIT = 64
+
+
+def _read_with(parse: Callable[[str], int | None]) -> BeforeValidator:
+    """A number field read by ``parse`` (db/ids.py), from button data and from code alike.
+
+    A value outside the column's range fails validation, a ``ValueError``: aiogram's filter then takes
+    the press for another class's, and an unmatched press ends in the stale-button alert (handlers/fallback.py).
+    """
+
+    def check(value: object) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        number = parse(value) if isinstance(value, str) else None
+        if number is None:
+            raise ValueError("not a number this bot could have sent")
+        return number
+
+    return BeforeValidator(check)
+
+
+RowId = Annotated[int, _read_with(parse_row_id)]  # 1..2^63-1: leads.id, users.id, followups.id
+Index = Annotated[int, _read_with(parse_index)]  # 0..2^63-1: pages, positions, "0 = none" ids
 
 
 class MenuAction(StrEnum):
@@ -47,7 +73,7 @@ class LeadAction(StrEnum):
 
 class LeadCB(CallbackData, prefix="ld"):
     action: LeadAction
-    lead_id: int
+    lead_id: RowId
 
     @classmethod
     def packed(cls, action: LeadAction, lead_id: int) -> str:
@@ -60,20 +86,20 @@ class LeadCB(CallbackData, prefix="ld"):
 
 
 class LeadStatusCB(CallbackData, prefix="ls"):
-    lead_id: int
+    lead_id: RowId
     code: StatusCode
 
 
 class AssignCB(CallbackData, prefix="as"):
-    lead_id: int
-    user_id: int
+    lead_id: RowId
+    user_id: RowId
 
 
 class AssignPageCB(CallbackData, prefix="asp"):
     """A page of the assign menu, counted from 0; ``back``: the menu sits under the card (not /assign's)."""
 
-    lead_id: int
-    page: int
+    lead_id: RowId
+    page: Index
     back: bool = True
 
 
@@ -87,7 +113,7 @@ class EditField(StrEnum):
 
 
 class LeadEditCB(CallbackData, prefix="le"):
-    lead_id: int
+    lead_id: RowId
     field: EditField
     clear: bool = False  # empty an optional field (notes, closing date) instead of asking for a value
 
@@ -95,8 +121,8 @@ class LeadEditCB(CallbackData, prefix="le"):
 class LeadSourceCB(CallbackData, prefix="lsr"):
     """Set a lead's source; ``index`` points into settings.crm.sources."""
 
-    lead_id: int
-    index: int
+    lead_id: RowId
+    index: Index
 
 
 class MoreKind(StrEnum):
@@ -108,8 +134,8 @@ class LeadMoreCB(CallbackData, prefix="lm"):
     """A page of a lead's comments or history, newest first; ``before_id`` 0 starts at the newest."""
 
     kind: MoreKind
-    lead_id: int
-    before_id: int = 0
+    lead_id: RowId
+    before_id: Index = 0
 
 
 class UserAction(StrEnum):
@@ -121,7 +147,7 @@ class UserAction(StrEnum):
 
 class UserCB(CallbackData, prefix="us"):
     action: UserAction
-    user_id: int
+    user_id: RowId
     role: Role | None = None
 
 
@@ -140,7 +166,7 @@ class NewLeadCB(CallbackData, prefix="nl"):
     """A button of the /new conversation; each action is valid at its own step only."""
 
     action: NewLeadAction
-    value: int = 0
+    value: Index = 0
 
 
 # ---- reminders and follow-ups ----
@@ -164,7 +190,7 @@ class FollowUpAction(StrEnum):
 
 class FollowUpCB(CallbackData, prefix="fu"):
     action: FollowUpAction
-    followup_id: int
+    followup_id: RowId
     in_list: bool = False  # pressed under /tasks: redraw the list afterwards
 
 
@@ -180,7 +206,7 @@ class SnoozeUntil(StrEnum):
 
 class SnoozeCB(CallbackData, prefix="sz"):
     target: SnoozeTarget
-    target_id: int
+    target_id: RowId
     until: SnoozeUntil
     in_list: bool = False
 
@@ -213,11 +239,11 @@ class LeadListCB(CallbackData, prefix="ll"):
     ``seller`` a users.id (0: unassigned); None means "any". Validated by the handler, not trusted."""
 
     action: LeadListAction
-    status: int | None = None
-    source: int | None = None
-    seller: int | None = None
-    page: int = 1
-    cursor: int | None = None
+    status: Index | None = None
+    source: Index | None = None
+    seller: Index | None = None
+    page: Index = 1
+    cursor: Index | None = None
 
     @classmethod
     def packed(
@@ -251,4 +277,4 @@ class InviteCB(CallbackData, prefix="iv"):
 class UsersPageCB(CallbackData, prefix="up"):
     """A page of the /users list, counted from 0."""
 
-    page: int = 0
+    page: Index = 0

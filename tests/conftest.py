@@ -4,8 +4,9 @@ driven through a recording fake of the Bot API."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from db.enums import Role
 from db.migrate import upgrade
 from db.models import User
 from db.uow import UnitOfWork, UnitOfWorkFactory
+from handlers import errors as errors_router
 from tests.fake_bot_api import FakeBotAPI
 from tests.fakes import RecordingSession, UpdateFactory, buttons, make_bot, tg_user
 
@@ -31,6 +33,50 @@ from tests.fakes import RecordingSession, UpdateFactory, buttons, make_bot, tg_u
 pytest_plugins = ["tests.api_support"]
 
 ADMIN_TG = 1001
+
+# A test that drives an update into the errors router's catch-all on purpose says so with this marker.
+UNEXPECTED_ERROR_MARKER = "unexpected_error"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{UNEXPECTED_ERROR_MARKER}: the test makes an update end in the errors router's catch-all"
+    )
+
+
+class _Tracebacks(logging.Handler):
+    """Keeps the ERROR records with a traceback: what the errors router's catch-all logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """Fail any test during which a handled update ended in "something went wrong" with a traceback.
+
+    Every update is expected to end in a clear answer; only tests marked ``unexpected_error`` (which
+    provoke the catch-all on purpose) may log one.
+    """
+    collector = _Tracebacks()
+    logger = logging.getLogger(errors_router.__name__)
+    logger.addHandler(collector)
+    try:
+        result = yield
+    finally:
+        logger.removeHandler(collector)
+    if collector.records and item.get_closest_marker(UNEXPECTED_ERROR_MARKER) is None:
+        first = collector.records[0]
+        raise AssertionError(
+            f"{len(collector.records)} update(s) ended in the errors router's catch-all; first: "
+            f"{first.getMessage()}: {first.exc_info[1] if first.exc_info else ''!r}"
+        )
+    return result
 
 
 @pytest.fixture(scope="session")

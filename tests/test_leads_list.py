@@ -336,12 +336,11 @@ async def test_deleted_leads_never_appear(harness: Harness, team: Team, uow_fact
     "forged",
     [
         LeadListCB(action=LeadListAction.SHOW, source=99),
-        LeadListCB(action=LeadListAction.SHOW, source=-1),
         LeadListCB(action=LeadListAction.SHOW, status=9),
         LeadListCB(action=LeadListAction.PICK_SOURCE, status=0),
         LeadListCB(action=LeadListAction.OLDER, seller=10**12, cursor=5),
     ],
-    ids=["source-index", "negative-source", "status-code", "status-zero", "huge-seller"],
+    ids=["source-index", "status-code", "status-zero", "huge-seller"],
 )
 async def test_forged_filters_get_a_clear_answer(
     harness: Harness, team: Team, leads25: list[int], forged: LeadListCB
@@ -360,18 +359,31 @@ async def test_forged_seller_id_of_a_non_seller(harness: Harness, team: Team, le
 
 async def test_forged_page_and_cursor_are_clamped(harness: Harness, team: Team, leads25: list[int]) -> None:
     newest_first = sorted(leads25, reverse=True)
-    await harness.click(team.admin, LeadListCB(action=LeadListAction.SHOW, page=-7))
+    await harness.click(team.admin, LeadListCB(action=LeadListAction.SHOW, page=0))
     assert "стр. 1" in harness.last_text(team.admin.chat_id)
     assert shown_ids(harness, team.admin) == newest_first[:10]
-    await harness.click(team.admin, LeadListCB(action=LeadListAction.OLDER, page=-7, cursor=newest_first[9]))
+    await harness.click(team.admin, LeadListCB(action=LeadListAction.OLDER, page=0, cursor=newest_first[9]))
     assert "стр. 2" in harness.last_text(team.admin.chat_id)
     assert shown_ids(harness, team.admin) == newest_first[10:20]
-    await harness.click(team.admin, LeadListCB(action=LeadListAction.OLDER, page=3, cursor=10**30))
+    await harness.click(team.admin, LeadListCB(action=LeadListAction.OLDER, page=3, cursor=2**63 - 1))
     assert shown_ids(harness, team.admin) == newest_first[:10]
-    await harness.click(team.admin, LeadListCB(action=LeadListAction.NEWER, page=2, cursor=-3))
+    await harness.click(team.admin, LeadListCB(action=LeadListAction.NEWER, page=2, cursor=0))
     assert shown_ids(harness, team.admin) == newest_first[:10]
     assert "стр. 1" in harness.last_text(team.admin.chat_id)
     no_internal_errors(harness)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    ["ll:s::-1::1:", "ll:s::::-7:", f"ll:o::::3:{10**30}", "ll:n::::2:-3", f"ll:s:::{2**63}:1:"],
+    ids=["negative-source", "negative-page", "huge-cursor", "negative-cursor", "seller-past-64-bits"],
+)
+async def test_numbers_out_of_range_are_a_stale_button(
+    harness: Harness, team: Team, leads25: list[int], forged: str
+) -> None:
+    await harness.click(team.admin, forged)
+    assert harness.alerts() == ["Эта кнопка устарела. Откройте карточку заново."]
+    assert not harness.session.of(EditMessageText)
 
 
 async def test_garbage_callback_data_is_answered(harness: Harness, team: Team) -> None:

@@ -212,13 +212,14 @@ async def test_list_seller_filter_pages(harness: Harness, team: Team, sellers: l
     await harness.press(rop, PREV)
     assert people_shown(harness, rop, list_person) == expected[0]
 
-    # The page travels 1-based in LeadListCB.page; a forged one is clamped.
+    # The page travels 1-based in LeadListCB.page; a forged one is clamped, a negative one is refused.
     await harness.click(rop, LeadListCB(action=LeadListAction.PICK_SELLER, page=999))
     assert people_shown(harness, rop, list_person) == expected[-1]
-    for forged in (0, -5):
-        await harness.click(rop, LeadListCB(action=LeadListAction.PICK_SELLER, page=forged))
-        assert people_shown(harness, rop, list_person) == expected[0]
+    await harness.click(rop, LeadListCB(action=LeadListAction.PICK_SELLER, page=0))
+    assert people_shown(harness, rop, list_person) == expected[0]
     assert harness.alerts() == []
+    await harness.click(rop, "ll:pa::::-5:")
+    assert harness.alerts() == [T.t("common.stale_button")]
     assert_within_limits(harness)
 
 
@@ -290,10 +291,12 @@ async def test_card_assign_menu_pages_and_assigns_from_page_two(
     assert people_shown(harness, rop, assign_person) == expected[1]
     assert not any(text.startswith("✓") for text in captions(harness, rop))
 
-    for forged, page in ((999, -1), (-3, 0), (2**40, -1)):
+    for forged, page in ((999, -1), (0, 0), (2**40, -1)):
         await harness.click(rop, AssignPageCB(lead_id=lead_id, page=forged))
         assert people_shown(harness, rop, assign_person) == expected[page]
     assert harness.alerts() == []
+    await harness.click(rop, f"asp:{lead_id}:-3:1")
+    assert harness.alerts() == [T.t("common.stale_button")]
 
     await harness.click(rop, AssignPageCB(lead_id=lead_id, page=1))
     chosen = expected[1][5]
@@ -368,11 +371,15 @@ async def test_new_lead_assignee_step_pages_and_assigns_from_page_two(
     assert people_shown(harness, mop, new_lead_person) == expected[1]
     assert captions(harness, mop)[-2:] == fixed
 
-    for forged, page in ((999, -1), (-4, 0)):
+    for forged, page in ((999, -1), (0, 0)):
         await harness.click(mop, NewLeadCB(action=NewLeadAction.ASSIGNEE_PAGE, value=forged))
         assert people_shown(harness, mop, new_lead_person) == expected[page]
     assert await state_of(harness, mop) == NewLead.assignee.state
     assert harness.alerts() == []
+    await harness.click(mop, "nl:ap:-4")
+    assert harness.alerts() == [T.t("common.stale_button")]
+    assert await state_of(harness, mop) == NewLead.assignee.state
+    harness.session.clear()
 
     await harness.click(mop, NewLeadCB(action=NewLeadAction.ASSIGNEE_PAGE, value=1))
     chosen = expected[1][-1]

@@ -85,6 +85,8 @@ TEXTS: dict[str, str] = {
     "invalid.name_too_long": "Имя клиента длиннее {limit} символов.",
     "invalid.text_empty": "Текст не может быть пустым.",
     "invalid.text_too_long": "Текст длиннее {limit} символов.",
+    "invalid.text_invisible": "В тексте нет ни одного видимого символа (только пробелы или невидимые знаки). Напишите его буквами.",
+    "invalid.text_control": "В тексте есть управляющие символы. Уберите их: допустимы только обычные символы, переводы строк и табуляция.",
     "invalid.budget_invalid": "Бюджет — число, например <code>50000</code>, <code>50 000</code> или <code>50k</code>.",
     "invalid.source_unknown": "Неизвестный источник.",
     "invalid.assignee_invalid": "Назначить можно только активного продажника.",
