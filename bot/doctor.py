@@ -121,7 +121,7 @@ def _without(text: str, secret: str) -> str:
 def explain_database_error(exc: BaseException, url: str) -> Problem | None:
     """A database error a person caused (a wrong URL, a missing driver or folder) as one line, else None."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError
+    from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError, SQLAlchemyError
 
     if isinstance(exc, NoSuchModuleError):
         return Problem(f"config error: database.url: unknown database driver. {_URL_EXAMPLE}")
@@ -135,6 +135,9 @@ def explain_database_error(exc: BaseException, url: str) -> Problem | None:
         return Problem(f"config error: database.url: not a database URL. {_URL_EXAMPLE}")
     if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] == parsed.get_driver_name():
         return Problem(f"config error: database.url: its driver {exc.name} is not installed (pip install {exc.name}).")
+    # Only what the database layer raised: an HTTP client's connection error is an OSError too.
+    if not isinstance(exc, SQLAlchemyError | sqlite3.Error) and type(exc).__module__ != "builtins":
+        return None
     for cause in _causes(exc):
         if isinstance(cause, sqlite3.OperationalError) and "unable to open database file" in str(cause):
             return Problem(

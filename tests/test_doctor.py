@@ -82,9 +82,22 @@ def test_an_unreachable_database_server_is_named_without_its_password() -> None:
     )
 
 
+class HttpClientError(OSError):
+    """Like aiohttp's connection errors: an OSError that has nothing to do with the database."""
+
+
 def test_an_error_that_is_not_a_mistake_is_left_alone() -> None:
     assert explain_database_error(RuntimeError("a bug"), "sqlite+aiosqlite:///leadbot.db") is None
     assert explain_database_error(ModuleNotFoundError(name="requests"), "sqlite+aiosqlite:///x.db") is None
+    telegram_down = HttpClientError(111, "Connection refused")
+    assert explain_database_error(telegram_down, "postgresql+asyncpg://leadbot@db.internal/leadbot") is None
+
+
+def test_a_refused_connection_straight_from_the_driver() -> None:
+    problem = explain_database_error(
+        ConnectionRefusedError(111, "Connection refused"), "postgresql+asyncpg://db:5433/x"
+    )
+    assert problem is not None and problem.line.startswith("cannot reach the database server at db:5433: ")
 
 
 # ---- the token's shape ----------------------------------------------------------------------------------------
