@@ -1,21 +1,28 @@
-"""``leadbot api`` (the HTTP API alone) and ``leadbot token issue <telegram id>``."""
+"""``leadbot api`` (the HTTP API alone) and ``leadbot token issue <telegram id>``.
+
+Imported for ``leadbot --help`` too: what the commands need is imported inside them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
-from api.app import build_server, create_app
 from bot.cli import command
-from bot.config import Settings
-from bot.factory import create_uow_factory
-from db.engine import open_database
-from db.errors import DomainError
-from db.migrate import upgrade
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from db.models import User
+    from db.uow import UnitOfWork
 
 
 async def serve_api(settings: Settings) -> None:
+    from api.app import build_server, create_app
+    from db.engine import open_database
+    from db.migrate import upgrade
+
     database = open_database(settings.database.url, echo=settings.database.echo)
     await upgrade(database.write_engine)
     try:
@@ -32,19 +39,47 @@ def api_command(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 async def issue_token(settings: Settings, telegram_id: int) -> str:
-    """A new personal token for the member with ``telegram_id``; raises LookupError or DomainError."""
+    """A new personal token for the member with ``telegram_id``; raises LookupError or DomainError.
+
+    An admin named in ``[access] admins`` gets one even before writing to the bot. For anyone else a
+    SQLite file that does not exist is not created: there can be nobody in it.
+    """
+    from bot.doctor import sqlite_file
+    from db.engine import open_database
+    from db.migrate import upgrade
+    from db.uow import UnitOfWorkFactory
+
+    path = sqlite_file(settings.database.url)
+    if telegram_id not in settings.access.admins and path is not None and not path.exists():
+        raise LookupError(f"no team member has Telegram id {telegram_id}: the database {path} does not exist yet")
     database = open_database(settings.database.url, echo=settings.database.echo)
     await upgrade(database.write_engine)
     try:
-        async with create_uow_factory(settings, database)() as uow:
-            user = await uow.users.by_telegram_id(telegram_id)
-            if user is None:
-                raise LookupError(f"no team member has Telegram id {telegram_id}")
+        # Issuing a token changes no lead, so it raises no domain event and needs no notifier
+        # (bot.factory.create_uow_factory installs one, and importing it costs seconds of aiogram).
+        async with UnitOfWorkFactory(database, settings)() as uow:
+            user = await _member(uow, telegram_id)
             token = await uow.tokens.issue(user)
             await uow.commit()
             return token
     finally:
         await database.dispose()
+
+
+async def _member(uow: UnitOfWork, telegram_id: int) -> User:
+    from db.repositories.users import TelegramProfile
+
+    user = await uow.users.by_telegram_id(telegram_id)
+    if user is None:
+        # An admin from the config who has not written to the bot yet: their row is made as /start makes
+        # it; the name arrives with their first message.
+        user = await uow.users.ensure_config_admin(TelegramProfile(telegram_id=telegram_id, first_name=""))
+    if user is None:
+        raise LookupError(
+            f"no team member has Telegram id {telegram_id}: they join by an /invite link, "
+            "or add the id to [access] admins"
+        )
+    return user
 
 
 def _token_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +92,8 @@ def _token_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("token", "API tokens: `token issue <telegram id>` prints a new one", _token_arguments)
 def token_command(settings: Settings, args: argparse.Namespace) -> int:
+    from db.errors import DomainError
+
     try:
         token = asyncio.run(issue_token(settings, args.telegram_id))
     except (LookupError, DomainError) as exc:

@@ -1,30 +1,44 @@
-"""``leadbot`` command line: ``run`` (the bot), and room for ``api`` and ``token`` subcommands."""
+"""``leadbot`` command line: ``run`` (the bot), ``doctor``, and the subcommands features add (``api``, ``token``).
+
+It answers at once: this module imports only the standard library, and each command imports what it
+uses when it runs (aiogram alone takes seconds to import), so ``--help`` and a mistake in the config
+cost a fraction of a second. A person's mistake (a config path, a key, the token, the database URL) is
+one line on stderr and exit code 2, never a traceback; every command first says which config file it
+uses, on stderr, so stdout stays what the command prints (a token, the doctor's report).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from bot.config import ConfigError, Settings, load_settings
+if TYPE_CHECKING:
+    from bot.config import Settings
 
-log = logging.getLogger("leadbot")
-
-NO_TOKEN = (
-    "config error: bot.token: not set. Create a bot with @BotFather in Telegram (/newbot), then put its "
-    'token into config.toml as [bot] token = "..." or set LEADBOT_BOT__TOKEN.'
-)
-
-Command = Callable[[Settings, argparse.Namespace], int]
+Command = Callable[["Settings", argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[str, Command, Callable[[argparse.ArgumentParser], None] | None]] = {}
+# Commands that print a result and stop: they log warnings only (the services log what they do).
+_ONE_SHOT = frozenset({"doctor", "token"})
+
+
+class CommandError(Exception):
+    """A problem worded for a person: printed as one line on stderr, the command exits with ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def command(
     name: str, help_text: str, arguments: Callable[[argparse.ArgumentParser], None] | None = None
 ) -> Callable[[Command], Command]:
-    """Register a subcommand; features (the API, tokens) add theirs next to their code."""
+    """Register a subcommand; features (the API, tokens) add theirs next to their code.
+
+    A module that registers commands must stay cheap to import: it is imported for ``--help`` too, so
+    what a command needs is imported inside the command.
+    """
 
     def decorate(func: Command) -> Command:
         _COMMANDS[name] = (help_text, func, arguments)
@@ -35,13 +49,30 @@ def command(
 
 @command("run", "start the bot (long polling)")
 def run_command(settings: Settings, _args: argparse.Namespace) -> int:
-    if settings.bot.token is None or not settings.bot.token.get_secret_value().strip():
-        print(NO_TOKEN, file=sys.stderr)
-        return 2
+    import asyncio
+
+    from bot.doctor import token_problem, verify_token
+
+    # The token is checked before anything is created: a wrong one leaves no database behind.
+    problem = token_problem(settings)
+    if problem is None:
+        problem = asyncio.run(verify_token(settings)).problem
+    if problem is not None:
+        raise CommandError(problem.line, problem.exit_code)
+
     from bot.runner import run_bot
 
     asyncio.run(run_bot(settings))
     return 0
+
+
+@command("doctor", "check the configuration end to end: token, database, Redis, the API port")
+def doctor_command(settings: Settings, _args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.doctor import run_checks
+
+    return asyncio.run(run_checks(settings, out=sys.stdout))
 
 
 def _load_plugins() -> None:
@@ -55,12 +86,18 @@ def _load_plugins() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="leadbot", description="LeadBot: a Telegram-bot CRM for sales teams")
+    parser = argparse.ArgumentParser(
+        prog="leadbot",
+        description="LeadBot: a Telegram-bot CRM for sales teams",
+        epilog="The config file is --config PATH, else $LEADBOT_CONFIG, else ./config.toml.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, _func, arguments) in _COMMANDS.items():
-        child = sub.add_parser(name, help=help_text)
+        child = sub.add_parser(name, help=help_text, description=help_text)
         # No default here: a path given explicitly must exist, the implicit config.toml may be absent.
-        child.add_argument("--config", default=None, help="path to the TOML config (default: config.toml)")
+        child.add_argument(
+            "--config", default=None, help="path to the TOML config (default: $LEADBOT_CONFIG, else ./config.toml)"
+        )
         if arguments is not None:
             arguments(child)
     return parser
@@ -69,9 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     _load_plugins()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    import logging
+
+    from bot.config import ConfigError, find_config, load_settings
+
+    level = logging.WARNING if args.command in _ONE_SHOT else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
     try:
-        settings = load_settings(args.config or "config.toml", required=args.config is not None)
+        source = find_config(args.config)
+        print(source.describe(), file=sys.stderr)
+        settings = load_settings(source.path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -80,6 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(settings, args)
     except KeyboardInterrupt:
         return 0
+    except CommandError as exc:
+        print(exc, file=sys.stderr)
+        return exc.code
+    except Exception as exc:
+        from bot.doctor import explain_database_error
+
+        problem = explain_database_error(exc, settings.database.url)
+        if problem is None:
+            raise
+        print(problem.line, file=sys.stderr)
+        return problem.exit_code
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
 """Settings: a TOML file validated by pydantic, every key overridable from the environment.
 
-``LEADBOT_BOT__TOKEN=...`` overrides ``[bot] token``; the environment wins over the file.
+``LEADBOT_BOT__TOKEN=...`` overrides ``[bot] token``; the environment wins over the file. The file is
+``--config PATH``, else ``$LEADBOT_CONFIG``, else ``./config.toml`` (``find_config``); a relative SQLite
+path in ``database.url`` is read from the file's folder, so the bot finds its database wherever it is
+started from.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -95,7 +101,48 @@ class ConfigError(Exception):
     """A configuration problem, worded for a person: one line per problem, no traceback."""
 
 
-def load_settings(path: Path | str | None = "config.toml", *, required: bool = False) -> Settings:
+CONFIG_ENV = "LEADBOT_CONFIG"
+DEFAULT_CONFIG = "config.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSource:
+    """Which config file a command uses (``path``, None for none) and how it was found."""
+
+    path: Path | None
+    origin: str  # "--config", CONFIG_ENV, "the current directory", or why there is none
+
+    def describe(self) -> str:
+        if self.path is None:
+            return f"config: none ({self.origin}); using defaults and LEADBOT_* environment variables"
+        return f"config: {self.path} (from {self.origin})"
+
+
+def find_config(
+    explicit: str | Path | None = None, *, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> ConfigSource:
+    """The config file: ``explicit`` (``--config``), else ``$LEADBOT_CONFIG``, else ``config.toml`` here.
+
+    A file named explicitly or by the variable must exist (ConfigError otherwise); the implicit one may be
+    absent, and then none is used.
+    """
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    named: list[tuple[str | Path | None, str]] = [(explicit, "--config"), (environ.get(CONFIG_ENV), CONFIG_ENV)]
+    for value, origin in named:
+        if value is None or not str(value).strip():
+            continue
+        path = cwd / Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {value} (given by {origin})")
+        return ConfigSource(path.resolve(), origin)
+    implicit = cwd / DEFAULT_CONFIG
+    if implicit.is_file():
+        return ConfigSource(implicit.resolve(), "the current directory")
+    return ConfigSource(None, f"no --config, {CONFIG_ENV} not set, no {DEFAULT_CONFIG} in {cwd}")
+
+
+def load_settings(path: Path | str | None = DEFAULT_CONFIG, *, required: bool = False) -> Settings:
     """Read ``path`` (when it exists) and the environment into validated settings."""
     toml_path: Path | None = None
     if path is not None:
@@ -106,13 +153,35 @@ def load_settings(path: Path | str | None = "config.toml", *, required: bool = F
             raise ConfigError(f"config file not found: {candidate}")
     token = _toml_path.set(toml_path)
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
     except ValueError as exc:  # a TOML syntax error surfaces as tomllib's ValueError subclass
         raise ConfigError(f"{toml_path}: {exc}") from None
     finally:
         _toml_path.reset(token)
+    if toml_path is not None:
+        url = sqlite_url_relative_to(settings.database.url, toml_path.resolve().parent)
+        if url != settings.database.url:
+            settings.database.url = url
+    return settings
+
+
+def sqlite_url_relative_to(url: str, folder: Path) -> str:
+    """``url`` with a relative SQLite file path made absolute against ``folder``; any other URL as it is."""
+    if not url.startswith("sqlite"):
+        return url
+    from sqlalchemy.engine import make_url  # only the commands that read settings pay for it
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # reported where the URL is used
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:") or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(folder / database)).render_as_string(hide_password=False)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

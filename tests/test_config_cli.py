@@ -158,7 +158,7 @@ def test_a_missing_explicit_config_file_is_an_error(capsys: pytest.CaptureFixtur
     argv = ["run", "--config", "missing.toml"] if form == "separate" else ["run", "--config=missing.toml"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "config file not found: missing.toml"
+    assert err.strip() == "config file not found: missing.toml (given by --config)"
 
 
 def test_a_config_error_exits_2_with_one_line(
@@ -168,5 +168,8 @@ def test_a_config_error_exits_2_with_one_line(
     write(tmp_path / "config.toml", "[crm]\npage_size = 500\n")
     assert main(["run"]) == 2
     err = capsys.readouterr().err
-    assert err.strip().startswith("config error: crm.page_size:") and len(err.strip().splitlines()) == 1
+    # The file the command uses, then the problem: one line each.
+    used, problem = err.strip().splitlines()
+    assert used == f"config: {(tmp_path / 'config.toml').resolve()} (from the current directory)"
+    assert problem.startswith("config error: crm.page_size:")
     assert "SUPER-SECRET" not in err and "Traceback" not in err

@@ -38,7 +38,7 @@ class Act(StrEnum):
 
 
 ALL, OWN, NO = Scope.ALL, Scope.OWN, Scope.NONE
-# The reference's table (README "Roles and permissions"); update covers both status and edit.
+# The reference's table (docs/usage.md "Roles and permissions"); update covers both status and edit.
 TABLE: dict[Role, dict[Act, Scope]] = {
     Role.ADMIN: {Act.VIEW: ALL, Act.STATUS: ALL, Act.EDIT: ALL, Act.ASSIGN: ALL, Act.COMMENT: ALL, Act.DELETE: ALL},
     Role.ROP: {Act.VIEW: ALL, Act.STATUS: ALL, Act.EDIT: ALL, Act.ASSIGN: ALL, Act.COMMENT: ALL, Act.DELETE: ALL},
