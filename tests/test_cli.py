@@ -194,8 +194,8 @@ async def test_an_unreachable_bot_api_is_one_line(tmp_path: Path) -> None:
     ("url", "start"),
     [
         ("nonsense", "config error: database.url: not a database URL."),
-        ("sqlite:///leadbot.db", "config error: database.url: the driver must be an asyncio one."),
-        ("nosuchdb+nodriver://host/db", "config error: database.url: unknown database driver."),
+        ("sqlite:///leadbot.db", "config error: database.url: unsupported driver 'sqlite'"),
+        ("nosuchdb+nodriver://host/db", "config error: database.url: unsupported driver 'nosuchdb+nodriver'"),
         ("sqlite+aiosqlite:///no/such/folder/leadbot.db", "config error: database.url: cannot open the SQLite file"),
     ],
 )
