@@ -91,6 +91,60 @@ def clean_name(raw: str | None) -> str:
     return name
 
 
+# Letters that draw nothing: Hangul fillers, the Mongolian vowel separator, the braille blank.
+_BLANK_GRAPHEMES = frozenset("\u115f\u1160\u3164\uffa0\u180e\u2800")
+# Visible: letters, digits, punctuation, symbols (Unicode categories L*, N*, P*, S*) and private-use
+# characters (Co), which fonts draw as icons.
+_VISIBLE_CATEGORIES = ("L", "N", "P", "S", "Co")
+
+
+def visible_text(value: str, field: str) -> str:
+    """The rule for every piece of text a person types or a system sends (names, notes, comments,
+    reasons, search text), for the bot as for the HTTP API: ``value`` itself, or ``InvalidInput``.
+
+    Refused, with ``reason``:
+
+    - ``text_invalid_unicode``: a lone surrogate (JSON can carry ``"\\ud800"``; it is no character);
+    - ``text_control_character``: a control character other than newline and tab (NUL, ESC, BEL,
+      carriage return, DEL, the C1 range) — they cut search patterns and corrupt what is shown;
+    - ``text_empty``: no visible character, i.e. nothing but whitespace and characters that draw
+      nothing (zero-width space U+200B, joiners U+200C/U+200D, word joiner U+2060, BOM U+FEFF, the
+      other format characters, lone combining marks, Hangul fillers).
+
+    A visible character is a letter, digit, punctuation mark, symbol or private-use character.
+    Nothing is trimmed or changed here: cleaning (``clean_name``, ``clean_text``) stays where it was.
+    """
+    visible = False
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise InvalidInput(field, "text_invalid_unicode", f"{field} must be valid Unicode text")
+        if category == "Cc" and char not in "\n\t":
+            raise InvalidInput(
+                field,
+                "text_control_character",
+                f"{field} must not contain control characters (U+{ord(char):04X}); only newline and tab are allowed",
+                character=f"U+{ord(char):04X}",
+            )
+        if not visible and category.startswith(_VISIBLE_CATEGORIES) and char not in _BLANK_GRAPHEMES:
+            visible = True
+    if not visible:
+        raise InvalidInput(field, "text_empty", f"{field} must contain a visible character")
+    return value
+
+
+def has_visible_text(value: str, field: str) -> bool:
+    """Whether ``value`` has a visible character; invalid Unicode and control characters still raise
+    ``InvalidInput`` (see ``visible_text``). For optional text, where "nothing visible" means "none"."""
+    try:
+        visible_text(value, field)
+    except InvalidInput as error:
+        if error.reason == "text_empty":
+            return False
+        raise
+    return True
+
+
 def fold_for_search(text: str | None) -> str:
     """The form names are stored and searched in: NFKC, Unicode case-folded, «ё» read as «е».
 
