@@ -105,6 +105,8 @@ async def test_search_text_follows_the_rule(q: str, client: httpx.AsyncClient, t
 
 # ---- numbers -------------------------------------------------------------------------------------------
 
+STRICT_REASON = {"budget": "float_type", "assigned_to": "int_type"}
+
 
 @pytest.mark.parametrize(
     ("field", "value"),
@@ -124,7 +126,8 @@ async def test_numbers_are_json_numbers(
     response = await client.post("/api/leads/create", json=lead_body(**{field: value}), headers=bearer(tokens["mop"]))
 
     assert response.status_code == 400, response.text
-    assert response.json()["field"] == field
+    # Refused as the wrong type, not coerced (true would be user 1, "4" user 4) and refused later.
+    assert (response.json()["field"], response.json()["reason"]) == (field, STRICT_REASON[field])
 
 
 async def test_budget_numbers_still_work(client: httpx.AsyncClient, tokens: dict[str, str]) -> None:
@@ -151,6 +154,7 @@ async def test_numbers_are_strict_on_every_route(
     response = await client.request(method, url.format(id=lead["id"]), json=body, headers=bearer(tokens["mop"]))
 
     assert (response.status_code, response.json()["field"]) == (400, field)
+    assert response.json()["reason"] == STRICT_REASON[field]
 
 
 # ---- updated_since -------------------------------------------------------------------------------------
