@@ -94,6 +94,11 @@ async def read_body(request: Request, receive: Receive, limit: int, seconds: flo
         raise
 
 
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length", "0").strip()
+    return length != "0" or "transfer-encoding" in request.headers
+
+
 def _replay(body: bytes, receive: Receive) -> Receive:
     """``receive`` for the route: the body already read, then the connection's own (disconnects)."""
     given = False
@@ -131,7 +136,12 @@ class EdgeRoute(APIRoute):
 
         try:
             async with asyncio.timeout(seconds) as deadline:
-                await self.authenticate(request)
+                try:
+                    await self.authenticate(request)
+                except ApiError as refusal:
+                    if _has_body(request):  # refused unread: the connection cannot carry another request
+                        refusal.headers = {**(refusal.headers or {}), "Connection": "close"}
+                    raise
                 body = await read_body(request, receive, api.max_body_bytes, api.body_timeout.total_seconds())
                 await super().handle(scope, _replay(body, receive), send_watched)
         except _ClientGone:

@@ -107,6 +107,7 @@ async def test_a_bad_token_is_refused_before_the_body_is_read(app: FastAPI, team
         )
         assert (answer.status, answer.json()["code"]) == (401, "unauthorized")
         assert answer.chunks_pulled == 0
+        assert answer.headers["connection"] == "close"  # the unread body is not waited for
 
 
 async def test_a_wrong_webhook_secret_is_401_not_validation_details(client: httpx.AsyncClient, app: FastAPI) -> None:

@@ -65,3 +65,15 @@ async def test_a_utf8_secret_works_over_http(port: int, team: Team) -> None:
     answer = await exchange(port, head + b"X-Webhook-Secret: " + SECRET.encode() + b"\r\n\r\n" + body)
 
     assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+
+
+async def test_a_refused_caller_with_a_body_is_answered_and_disconnected(port: int, team: Team) -> None:
+    # The server neither waits for nor drains the 200 MB it refused to read.
+    head = (
+        b"POST /api/leads/create HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer lb_guess\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 209715200\r\n\r\n"
+    )
+    answer = await exchange(port, head + b"{" * 1000)
+
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert b"connection: close" in answer.lower()
