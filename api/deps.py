@@ -1,4 +1,4 @@
-"""Dependencies, named by what they give a route: ``UowDep``, ``CurrentUser``, ``SettingsDep``.
+"""Dependencies, named by what they give a route: ``UowDep``, ``CurrentUser``, ``SettingsDep``, ``WebhookSource``.
 
 One request = one unit of work = one commit, as one update is in the bot: ``get_uow`` commits after
 the endpoint returned without error and before the response leaves (scope ``function``); any error
@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from api.edge import WEBHOOK_SECRET_HEADER
 from api.errors import unauthorized
 from bot.config import Settings
 from db.models import User
@@ -45,23 +46,34 @@ bearer = HTTPBearer(auto_error=False, description="A personal token: `/token` in
 
 
 async def get_current_user(
-    uow: UowDep,
-    factory: Annotated[UnitOfWorkFactory, Depends(get_uow_factory)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> User:
-    if credentials is None:
+    """The token's user, authenticated by the edge (``api.edge.BearerRoute``) before the body was read.
+
+    ``bearer`` is here for the schema (the security scheme); the edge did the checking.
+    """
+    actor = getattr(request.state, "actor", None)
+    if not isinstance(actor, User):
         raise unauthorized()
-    holder = await uow.tokens.authenticate(credentials.credentials)
-    if holder is None:
-        raise unauthorized("the token is invalid or revoked, or its user was deactivated")
-    if holder.touch_due and not uow.read_only:
-        await uow.tokens.touch(holder.token_id)  # committed with the request's change
-    elif holder.touch_due:
-        # Its own short write, so a reading request stays a read (it takes no write lock for this).
-        async with factory() as writer:
-            await writer.tokens.touch(holder.token_id)
-            await writer.commit()
-    return holder.user
+    return actor
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+webhook_secret = APIKeyHeader(
+    name=WEBHOOK_SECRET_HEADER,
+    scheme_name="WebhookSecret",
+    auto_error=False,
+    description="The secret configured for the source in `[api.webhook_secrets]`",
+)
+
+
+async def get_webhook_source(request: Request, _secret: Annotated[str | None, Depends(webhook_secret)]) -> str:
+    """The configured name of the webhook's source, whose secret the edge (``api.edge.WebhookRoute``) checked."""
+    source = getattr(request.state, "webhook_source", None)
+    if not isinstance(source, str):
+        raise unauthorized(f"the {WEBHOOK_SECRET_HEADER} header is required")
+    return source
+
+
+WebhookSource = Annotated[str, Depends(get_webhook_source)]

@@ -18,18 +18,25 @@ from pydantic import (
     Field,
     JsonValue,
     PlainSerializer,
+    Strict,
+    ValidationInfo,
     WithJsonSchema,
 )
+from pydantic_core import PydanticCustomError
 
 from db.enums import LeadStatus
+from db.errors import InvalidInput
 from db.models import Comment, Lead, LeadHistory, User
 from db.repositories import LeadDetail
-from db.validation import MAX_BUDGET, MAX_COMMENT, MAX_NAME, MAX_NOTES, MAX_REASON
+from db.validation import MAX_BUDGET, MAX_COMMENT, MAX_NAME, MAX_NOTES, MAX_REASON, has_visible_text, visible_text
 
-# SQLite integers are signed 64-bit; a larger id can only be "not found", never an overflow.
-MAX_ID = 2**63 - 1
+# Ids stop at 2**53 - 1: the largest integer a JavaScript front end (and any JSON reader using doubles)
+# holds exactly, so the bound the schema announces is the bound the server applies. SQLite's own
+# INTEGER range is larger; a lead id will not get there.
+MAX_ID = 2**53 - 1
 MAX_PHONE = 32
 MAX_SOURCE = 64
+TEXT_RULE = "No control characters but newline and tab; at least one visible character."
 
 # ---- field types ---------------------------------------------------------------------------------------
 
@@ -52,18 +59,48 @@ def _number(value: float) -> float | int:
 
 # A whole budget is written as 50000, not 50000.0, as in the reference.
 Number = Annotated[float, PlainSerializer(_number), WithJsonSchema({"type": "number", "examples": [50000]})]
+# A number in a request is a JSON number: not true/false, not "50000" (strict).
+Budget = Annotated[float, Strict(), Field(ge=0, le=MAX_BUDGET, allow_inf_nan=False)]
+# An id in a request body is a JSON integer: not true, not 7.0, not "7" (strict).
+Id = Annotated[int, Strict(), Field(ge=1, le=MAX_ID)]
 
 
-def valid_unicode(value: str) -> str:
-    # JSON may carry lone surrogates ("\ud800"); they cannot be stored as UTF-8.
+def _visible(value: str, info: ValidationInfo) -> str:
+    """``db.validation.visible_text`` as a pydantic check: the error names the field and its reason."""
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text must be valid Unicode") from None
-    return value
+        return visible_text(value, info.field_name or "text")
+    except InvalidInput as error:
+        raise PydanticCustomError(error.reason, error.message) from None
 
 
-Text = Annotated[str, AfterValidator(valid_unicode)]
+def _visible_or_none(value: str | None, info: ValidationInfo) -> str | None:
+    """Optional text: nothing visible (``""``, spaces, zero-width characters) means none."""
+    if value is None:
+        return None
+    try:
+        return value if has_visible_text(value, info.field_name or "text") else None
+    except InvalidInput as error:
+        raise PydanticCustomError(error.reason, error.message) from None
+
+
+# Text a person gives: a JSON string (strict) that passes ``visible_text``.
+Text = Annotated[str, Strict(), AfterValidator(_visible)]
+# Optional text: the same rule, but with nothing visible it is null.
+OptionalText = Annotated[Annotated[str, Strict()] | None, AfterValidator(_visible_or_none)]
+
+
+def visible_param(name: str) -> AfterValidator:
+    """The text rule for a query or path parameter, the error naming ``name``."""
+
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return visible_text(value, name)
+        except InvalidInput as error:
+            raise PydanticCustomError(error.reason, error.message) from None
+
+    return AfterValidator(check)
 
 
 def _iso_date_only(value: Any) -> Any:
@@ -75,6 +112,19 @@ def _iso_date_only(value: Any) -> Any:
 IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
 
 
+def _iso_8601(value: Any) -> Any:
+    """Only an ISO 8601 time with its dashes (2025-12-03, 2025-12-03T10:00:00Z): pydantic alone would
+    read ``0.5`` or ``1700000000`` as a Unix time, and plain digits are never taken for a date."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and "-" in value[1:]:
+        try:
+            return datetime.fromisoformat(value.upper())
+        except ValueError:
+            pass
+    raise PydanticCustomError("datetime_iso", "must be an ISO 8601 time such as 2025-12-03T10:00:00Z")
+
+
 def _as_utc(value: datetime) -> datetime:
     try:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -82,8 +132,7 @@ def _as_utc(value: datetime) -> datetime:
         raise ValueError("date-time out of range") from None
 
 
-Since = Annotated[datetime, AfterValidator(_as_utc)]
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Since = Annotated[datetime, BeforeValidator(_iso_8601), AfterValidator(_as_utc)]
 
 # ---- responses -----------------------------------------------------------------------------------------
 
@@ -210,13 +259,13 @@ _CREATE_EXAMPLE: dict[str, JsonValue] = {
 class LeadCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_CREATE_EXAMPLE]})
 
-    client_name: Text = Field(min_length=1, max_length=MAX_NAME)
+    client_name: Text = Field(min_length=1, max_length=MAX_NAME, description=TEXT_RULE)
     phone_number: Text = Field(
         min_length=1, max_length=MAX_PHONE, description="Any common format; stored as E.164 (+998901234567)"
     )
     source: Text = Field(min_length=1, max_length=MAX_SOURCE, description="One of the configured sources")
-    budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
-    notes: Text | None = Field(default=None, max_length=MAX_NOTES)
+    budget: Budget | None = Field(default=None, description="A JSON number (not a string, not a boolean)")
+    notes: OptionalText = Field(default=None, max_length=MAX_NOTES, description=f"{TEXT_RULE} Blank means none.")
     assigned_to: Id | None = Field(default=None, description="Id of an active salesperson to assign at once")
 
 
@@ -228,11 +277,13 @@ class WebhookLead(BaseModel):
         json_schema_extra={"examples": [{"client_name": "Иван Петров", "phone_number": "+998901234567"}]},
     )
 
-    client_name: Text = Field(min_length=1, max_length=MAX_NAME)
+    client_name: Text = Field(min_length=1, max_length=MAX_NAME, description=TEXT_RULE)
     phone_number: Text = Field(min_length=1, max_length=MAX_PHONE)
-    source: Text | None = Field(default=None, max_length=MAX_SOURCE, description="Defaults to the {source} of the URL")
-    budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
-    notes: Text | None = Field(default=None, max_length=MAX_NOTES)
+    source: OptionalText = Field(
+        default=None, max_length=MAX_SOURCE, description="Defaults to the {source} of the URL (also when blank)"
+    )
+    budget: Budget | None = Field(default=None, description="A JSON number (not a string, not a boolean)")
+    notes: OptionalText = Field(default=None, max_length=MAX_NOTES, description=f"{TEXT_RULE} Blank means none.")
     assigned_to: Id | None = None
 
 
@@ -251,14 +302,16 @@ class LeadPatch(BaseModel):
         description="новый → в работе → закрыт | отказ, новый → отказ; reopening is for admin and ROP",
     )
     refusal_reason: Text | None = Field(
-        default=None, max_length=MAX_REASON, description="Addition: required with status «отказ»"
+        default=None,
+        max_length=MAX_REASON,
+        description="Addition: required with a move to «отказ», refused without one",
     )
-    client_name: Text | None = Field(default=None, max_length=MAX_NAME)
+    client_name: Text | None = Field(default=None, max_length=MAX_NAME, description=TEXT_RULE)
     phone_number: Text | None = Field(default=None, max_length=MAX_PHONE)
     source: Text | None = Field(default=None, max_length=MAX_SOURCE)
-    budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
-    notes: Text | None = Field(default=None, max_length=MAX_NOTES)
-    closing_date: IsoDate | None = Field(default=None, description="ISO date, e.g. 2025-12-05")
+    budget: Budget | None = Field(default=None, description="A JSON number; null clears it")
+    notes: OptionalText = Field(default=None, max_length=MAX_NOTES, description=f"{TEXT_RULE} Null or blank clears.")
+    closing_date: IsoDate | None = Field(default=None, description="ISO date, e.g. 2025-12-05; null clears it")
     assigned_to: Id | None = Field(default=None, description="Addition: reassign (as POST …/assign)")
 
 
@@ -273,7 +326,7 @@ class CommentIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"text": "Клиент попросил отправить планировки"}]}
     )
 
-    text: Text = Field(min_length=1, max_length=MAX_COMMENT)
+    text: Text = Field(min_length=1, max_length=MAX_COMMENT, description=TEXT_RULE)
 
 
 # ---- mapping -------------------------------------------------------------------------------------------

@@ -8,13 +8,17 @@ started from.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from db.durations import Duration
 from db.settings import (
     AccessSection,
     CrmSection,
@@ -58,12 +63,62 @@ class BotSection(Section):
         return value
 
 
+MIN_WEBHOOK_SECRET = 16
+
+
+def check_webhook_secret(value: SecretStr) -> SecretStr:
+    # Never echo the value: only its shortcoming.
+    if len(value.get_secret_value()) < MIN_WEBHOOK_SECRET:
+        raise ValueError(
+            f"the secret is empty or shorter than {MIN_WEBHOOK_SECRET} characters; "
+            "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return value
+
+
+WebhookSecret = Annotated[SecretStr, AfterValidator(check_webhook_secret)]
+
+
+def _origin(value: str) -> str:
+    value = value.strip()
+    if value == "*" or re.fullmatch(r"https?://[^/\s?#]+", value):
+        return value
+    raise ValueError(f"{value!r} is not an origin such as https://crm.example.com (scheme and host, no path) or *")
+
+
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or network such as 10.0.0.1 or 10.0.0.0/8") from None
+    return value.strip()
+
+
 class ApiSection(Section):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    # Per-source secrets for POST /api/leads/webhook/{source}.
-    webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    # Per-source secrets for POST /api/leads/webhook/{source}; each at least MIN_WEBHOOK_SECRET characters.
+    webhook_secrets: dict[str, WebhookSecret] = Field(default_factory=dict)
+    # The largest request body read, in bytes; a larger one is answered 413 without reading it.
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    # How long a client may take to send its body (408 after), and to get the answer started (503 after).
+    body_timeout: Duration = timedelta(seconds=10)
+    request_timeout: Duration = timedelta(seconds=60)
+    # Failed authentications (a wrong token or webhook secret) one client may make per window; then 429.
+    auth_failures: int = Field(default=10, ge=1)
+    auth_failure_window: Duration = timedelta(minutes=1)
+    # Origins of a web front end served elsewhere ("https://crm.example.com"); empty = same origin only.
+    cors_origins: list[Annotated[str, AfterValidator(_origin)]] = Field(default_factory=list)
+    # Proxies (IPs or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto are believed; empty = none.
+    trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = Field(default_factory=list)
+
+    @field_validator("body_timeout", "request_timeout", "auth_failure_window")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
 
 
 class Settings(BaseSettings):

@@ -66,8 +66,13 @@ class Database:
             await self.read_engine.dispose()
 
 
-def open_database(url: str, *, echo: bool = False, read_pool: int = 8, pooled: bool = True) -> Database:
+def open_database(
+    url: str, *, echo: bool = False, read_pool: int = 8, pooled: bool = True, wait: float = WAIT_SECONDS
+) -> Database:
     """Engines and session factories for ``url`` (nothing connects until first used).
+
+    ``wait`` is how long, in seconds, a unit of work waits for a connection or for SQLite's write lock
+    before it gives up (the API answers 503 then).
 
     ``pooled=False`` opens a connection per unit of work and keeps none, for callers that use the
     database from more than one event loop; SQLite's busy timeout then queues the writers.
@@ -75,25 +80,27 @@ def open_database(url: str, *, echo: bool = False, read_pool: int = 8, pooled: b
     parsed = check_url(url)
     if not pooled:
         if not is_sqlite(parsed):
-            engine = create_async_engine(parsed, echo=echo, poolclass=NullPool)
+            engine = create_async_engine(parsed, echo=echo, poolclass=NullPool, connect_args={"timeout": wait})
             return _database(parsed, engine, engine, read_only=True)
-        writer = _sqlite_engine(parsed, echo=echo, poolclass=NullPool, begin="BEGIN IMMEDIATE")
-        reader = _sqlite_engine(parsed, echo=echo, poolclass=NullPool, begin="BEGIN", query_only=True)
+        writer = _sqlite_engine(parsed, wait, echo=echo, poolclass=NullPool, begin="BEGIN IMMEDIATE")
+        reader = _sqlite_engine(parsed, wait, echo=echo, poolclass=NullPool, begin="BEGIN", query_only=True)
         return _database(parsed, writer, reader, read_only=False)
     if is_sqlite(parsed):
         if parsed.database in (None, "", ":memory:"):
             # One in-memory database exists per connection: everything shares the one connection.
-            engine = _sqlite_engine(parsed, echo=echo, poolclass=StaticPool, begin="BEGIN IMMEDIATE")
+            engine = _sqlite_engine(parsed, wait, echo=echo, poolclass=StaticPool, begin="BEGIN IMMEDIATE")
             return _database(parsed, engine, engine, read_only=False)
-        writer = _sqlite_engine(parsed, echo=echo, pool_size=1, max_overflow=0, begin="BEGIN IMMEDIATE")
-        reader = _sqlite_engine(parsed, echo=echo, pool_size=read_pool, max_overflow=0, begin="BEGIN", query_only=True)
+        writer = _sqlite_engine(parsed, wait, echo=echo, pool_size=1, max_overflow=0, begin="BEGIN IMMEDIATE")
+        reader = _sqlite_engine(
+            parsed, wait, echo=echo, pool_size=read_pool, max_overflow=0, begin="BEGIN", query_only=True
+        )
         return _database(parsed, writer, reader, read_only=False)
     engine = create_async_engine(
         parsed,
         echo=echo,
         pool_size=read_pool,
         max_overflow=read_pool,
-        pool_timeout=WAIT_SECONDS,
+        pool_timeout=wait,
         pool_pre_ping=True,
     )
     return _database(parsed, engine, engine, read_only=True)
@@ -110,10 +117,12 @@ def _database(url: URL, write_engine: AsyncEngine, read_engine: AsyncEngine, *, 
     )
 
 
-def _sqlite_engine(url: URL, *, echo: bool, begin: str, query_only: bool = False, **pool: Any) -> AsyncEngine:
+def _sqlite_engine(
+    url: URL, wait: float, *, echo: bool, begin: str, query_only: bool = False, **pool: Any
+) -> AsyncEngine:
     if pool.get("poolclass") not in (StaticPool, NullPool):
-        pool["pool_timeout"] = WAIT_SECONDS
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": WAIT_SECONDS}, **pool)
+        pool["pool_timeout"] = wait
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": wait}, **pool)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -124,7 +133,7 @@ def _sqlite_engine(url: URL, *, echo: bool, begin: str, query_only: bool = False
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={WAIT_SECONDS * 1000}")
+        cursor.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
         if query_only:
             cursor.execute("PRAGMA query_only=ON")
         cursor.close()

@@ -60,6 +60,16 @@ class DuplicateLead(DomainError):
         self.existing_lead_id = existing_lead_id
 
 
+class IdempotencyKeyReused(DomainError):
+    """An idempotency key sent again with a different request: its first answer would be a lie."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self, key: str) -> None:
+        super().__init__("this Idempotency-Key was already used for a different request; use a new key")
+        self.key = key
+
+
 class InvalidTransition(DomainError):
     code = "invalid_transition"
 

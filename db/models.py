@@ -236,4 +236,6 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255))
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
     response: Mapped[dict[str, Any] | None]
+    # SHA-256 (hex) of the request the key was first used for; null for keys stored before it was kept.
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -20,11 +20,6 @@ MAX_BUDGET = 1e12
 
 # Control characters (Unicode category Cc) but newline and tab: what no typed text needs.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-# Categories drawn as nothing on their own: spaces, zero-width and format characters (U+200B…U+200D,
-# U+2060, U+FEFF…), surrogates, combining marks without a letter to sit on.
-_UNSEEN_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Mn", "Me"})
-# Letters and symbols that are blank by design, used to fake an empty name: Hangul fillers, blank braille.
-_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 _BUDGET = re.compile(r"^(\d+(?:[.,]\d+)?)\s*([kmкм]|тыс|млн)?$", re.IGNORECASE)
 _MULTIPLIERS = {"k": 1e3, "к": 1e3, "тыс": 1e3, "m": 1e6, "м": 1e6, "млн": 1e6}
 
@@ -87,31 +82,8 @@ def _from_e164(e164: str) -> phonenumbers.PhoneNumber | None:
     return None
 
 
-def _seen(char: str) -> bool:
-    return char not in _BLANK_LETTERS and unicodedata.category(char) not in _UNSEEN_CATEGORIES
-
-
-def visible_text(value: str, field: str = "text") -> str | None:
-    """``value`` without surrounding whitespace, or None when nothing is left (the caller's "empty").
-
-    The rule for every free text a person types (names, notes, comments, reasons), in the bot and over
-    HTTP: a control character other than newline and tab is refused (``text_control``), and so is text
-    with nothing visible in it, such as only zero-width spaces or joiners (``text_invisible``). A
-    Windows line break (CR LF) is a newline.
-    """
-    value = value.replace("\r\n", "\n")
-    if _CONTROL.search(value):
-        raise InvalidInput(field, "text_control", f"{field} must not contain control characters")
-    text = value.strip()
-    if not text:
-        return None
-    if not any(_seen(char) for char in text):
-        raise InvalidInput(field, "text_invisible", f"{field} must contain a visible character")
-    return text
-
-
 def clean_name(raw: str | None) -> str:
-    name = " ".join((visible_text(raw or "", "client_name") or "").split())
+    name = " ".join((typed_text(raw or "", "client_name") or "").split())
     if not name:
         raise InvalidInput("client_name", "name_empty", "client name must not be empty")
     if len(name) > MAX_NAME:
@@ -119,6 +91,74 @@ def clean_name(raw: str | None) -> str:
             "client_name", "name_too_long", f"client name is longer than {MAX_NAME} characters", limit=MAX_NAME
         )
     return name
+
+
+# Letters that draw nothing: Hangul fillers, the Mongolian vowel separator, the braille blank.
+_BLANK_GRAPHEMES = frozenset("\u115f\u1160\u3164\uffa0\u180e\u2800")
+# Visible: letters, digits, punctuation, symbols (Unicode categories L*, N*, P*, S*) and private-use
+# characters (Co), which fonts draw as icons.
+_VISIBLE_CATEGORIES = ("L", "N", "P", "S", "Co")
+
+
+def visible_text(value: str, field: str) -> str:
+    """The rule for every piece of text a person types or a system sends (names, notes, comments,
+    reasons, search text), for the bot as for the HTTP API: ``value`` itself, or ``InvalidInput``.
+
+    Refused, with ``reason``:
+
+    - ``text_invalid_unicode``: a lone surrogate (JSON can carry ``"\\ud800"``; it is no character);
+    - ``text_control_character``: a control character other than newline, tab and a Windows line break
+      (NUL, ESC, BEL, a lone carriage return, DEL, the C1 range) — they cut search patterns and corrupt
+      what is shown;
+    - ``text_empty``: nothing but whitespace;
+    - ``text_invisible``: no visible character, only characters that draw nothing (zero-width space
+      U+200B, joiners U+200C/U+200D, word joiner U+2060, BOM U+FEFF, the other format characters, lone
+      combining marks, Hangul fillers, blank braille) — how an invisible client name is faked.
+
+    A visible character is a letter, digit, punctuation mark, symbol or private-use character.
+    Nothing is trimmed or changed here: cleaning (``clean_name``, ``clean_text``) stays where it was.
+    """
+    visible = False
+    for index, char in enumerate(value):
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise InvalidInput(field, "text_invalid_unicode", f"{field} must be valid Unicode text")
+        if category == "Cc" and char not in "\n\t" and not (char == "\r" and value[index + 1 : index + 2] == "\n"):
+            raise InvalidInput(
+                field,
+                "text_control_character",
+                f"{field} must not contain control characters (U+{ord(char):04X}); only newline and tab are allowed",
+                character=f"U+{ord(char):04X}",
+            )
+        if not visible and category.startswith(_VISIBLE_CATEGORIES) and char not in _BLANK_GRAPHEMES:
+            visible = True
+    if not visible:
+        if value.strip():  # something is there, but nothing that shows
+            raise InvalidInput(field, "text_invisible", f"{field} must contain a visible character")
+        raise InvalidInput(field, "text_empty", f"{field} must contain a visible character")
+    return value
+
+
+def typed_text(value: str, field: str = "text") -> str | None:
+    """What a person typed, cleaned for keeping: ``visible_text``'s rule, a Windows line break (CR LF)
+    read as a newline, surrounding whitespace trimmed; None when nothing but whitespace was typed (the
+    caller's "empty")."""
+    value = value.replace("\r\n", "\n")
+    if not value.strip():
+        return None
+    return visible_text(value, field).strip()
+
+
+def has_visible_text(value: str, field: str) -> bool:
+    """Whether ``value`` has a visible character; invalid Unicode and control characters still raise
+    ``InvalidInput`` (see ``visible_text``). For optional text, where "nothing visible" means "none"."""
+    try:
+        visible_text(value, field)
+    except InvalidInput as error:
+        if error.reason in ("text_empty", "text_invisible"):
+            return False
+        raise
+    return True
 
 
 def fold_for_search(text: str | None) -> str:
@@ -130,7 +170,7 @@ def fold_for_search(text: str | None) -> str:
 
 
 def clean_text(raw: str | None, field: str, limit: int, *, required: bool = True) -> str | None:
-    text = visible_text(raw or "", field)
+    text = typed_text(raw or "", field)
     if not text:
         if required:
             raise InvalidInput(field, "text_empty", f"{field} must not be empty")

@@ -19,7 +19,7 @@ from db.uow import UnitOfWorkFactory
 from tests.conftest import Team
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-WEBHOOK_SECRET = "s3cret-for-site"
+WEBHOOK_SECRET = "s3cret-for-the-site-form"
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ async def test_invalid_create_bodies_are_400_naming_the_field(
         ("/api/leads/?status=потерян", "status"),
         ("/api/leads/?updated_since=вчера", "updated_since"),
         ("/api/leads/?q=a", "q"),
-        ("/api/leads/abc", "lead_id"),
+        ("/api/leads/0", "lead_id"),  # no digits ("/api/leads/abc") is no lead URL at all: 404
         (f"/api/leads/{2**64}", "lead_id"),
     ],
 )

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
+from db.migrate import alembic_config
 from db.repositories.tokens import hash_token
 from tests.conftest import ADMIN_TG
 from tests.fake_bot_api import FakeBotAPI
@@ -27,6 +29,9 @@ from tests.fakes import BOT_TOKEN, BOT_USERNAME
 _BESIDE = Path(sys.executable).parent / "leadbot"
 LEADBOT = str(_BESIDE) if _BESIDE.exists() else shutil.which("leadbot")
 pytestmark = pytest.mark.skipif(LEADBOT is None, reason="the leadbot command is not installed (pip install -e .)")
+
+# The newest migration: what a freshly migrated database is at.
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 @dataclass
@@ -253,7 +258,8 @@ async def test_doctor_all_good(tmp_path: Path, fake_bot_api: FakeBotAPI, db_url:
     assert result.lines == [f"config: {tmp_path / 'config.toml'} (from the current directory)"]
     assert result.out.splitlines() == [
         f"ok    bot.token: Telegram accepts it: the bot is @{BOT_USERNAME}.",
-        f"ok    database: the SQLite file {tmp_path / 'leadbot.db'} is reachable and its schema is up to date (0001).",
+        f"ok    database: the SQLite file {tmp_path / 'leadbot.db'} is reachable and its schema is up to date "
+        f"({HEAD}).",
         f"ok    api: 127.0.0.1:{port} is free (for `leadbot api`; `leadbot run` serves it with api.enabled = true).",
         "All good.",
     ]

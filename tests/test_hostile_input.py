@@ -15,7 +15,7 @@ from bot.texts import texts_for
 from db.enums import StatusCode
 from db.errors import InvalidInput
 from db.ids import MAX_ID, parse_index, parse_row_id, parse_telegram_id
-from db.validation import MAX_NOTES, clean_name, clean_text, visible_text
+from db.validation import MAX_NOTES, clean_name, clean_text, typed_text, visible_text
 from handlers.new_lead import NewLead
 from keyboards.callbacks import (
     AssignCB,
@@ -182,7 +182,7 @@ async def test_assign_to_a_user_id_that_cannot_exist_is_an_unknown_user(harness:
 
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
 INVISIBLE = T.t("invalid.text_invisible")
-CONTROL = T.t("invalid.text_control")
+CONTROL = T.t("invalid.text_control_character")
 
 
 @pytest.mark.parametrize(
@@ -197,8 +197,8 @@ CONTROL = T.t("invalid.text_control")
         (" \n\t ", None),
     ],
 )
-def test_visible_text_keeps_what_can_be_seen(raw: str, cleaned: str | None) -> None:
-    assert visible_text(raw) == cleaned
+def test_typed_text_keeps_what_can_be_seen(raw: str, cleaned: str | None) -> None:
+    assert typed_text(raw) == cleaned
 
 
 @pytest.mark.parametrize(
@@ -209,11 +209,11 @@ def test_visible_text_keeps_what_can_be_seen(raw: str, cleaned: str | None) -> N
         ("\u3164", "text_invisible"),  # Hangul filler: a "letter" drawn as nothing
         ("\u2800", "text_invisible"),  # blank braille pattern
         ("\u0301", "text_invisible"),  # a combining accent with nothing to sit on
-        ("Иван\x00", "text_control"),
-        ("a\x1b[31mb", "text_control"),
-        ("a\rb", "text_control"),
-        ("\x7f", "text_control"),
-        ("\x85", "text_control"),
+        ("Иван\x00", "text_control_character"),
+        ("a\x1b[31mb", "text_control_character"),
+        ("a\rb", "text_control_character"),
+        ("\x7f", "text_control_character"),
+        ("\x85", "text_control_character"),
     ],
 )
 def test_visible_text_refuses_invisible_and_control_text(raw: str, reason: str) -> None:

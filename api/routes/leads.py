@@ -6,9 +6,9 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import AfterValidator
 
 from api.deps import CurrentUser, UowDep
+from api.edge import BearerRoute
 from api.errors import responses
 from api.schemas import (
     MAX_ID,
@@ -23,14 +23,18 @@ from api.schemas import (
     LeadPage,
     LeadPatch,
     Since,
-    valid_unicode,
+    visible_param,
 )
 from db.enums import LeadStatus
 from db.errors import InvalidInput
 from db.repositories import LeadChanges, LeadDraft, LeadFilter
 
-router = APIRouter(prefix="/api/leads", tags=["leads"])
+router = APIRouter(
+    prefix="/api/leads", tags=["leads"], route_class=BearerRoute, responses=responses(408, 413, 429, 503)
+)
 
+# ``{lead_id:int}`` in the paths: only digits make a lead's URL, so ``PATCH /api/leads/create`` is the
+# 405 of ``/create`` (and ``/api/leads/abc`` a 404), not a lead id that fails validation.
 LeadId = Annotated[int, Path(ge=1, le=MAX_ID, description="The lead's id")]
 MAX_PAGE = 10**9
 # PATCH fields that go through ``update`` (the rest: ``status`` and ``assigned_to``).
@@ -62,15 +66,20 @@ async def list_leads(
     uow: UowDep,
     status: Annotated[LeadStatus | None, Query(description="новый, в работе, закрыт, отказ")] = None,
     source: Annotated[
-        str | None, Query(max_length=MAX_SOURCE, description="e.g. Instagram"), AfterValidator(valid_unicode)
+        str | None, Query(max_length=MAX_SOURCE, description="e.g. Instagram"), visible_param("source")
     ] = None,
     assigned_to: Annotated[int | None, Query(ge=1, le=MAX_ID, description="A salesperson's user id")] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     size: Annotated[int, Query(ge=1, le=100)] = 20,
     q: Annotated[
-        str | None, Query(min_length=2, max_length=100, description="Search text"), AfterValidator(valid_unicode)
+        str | None,
+        Query(min_length=2, max_length=100, description="Search text; no control characters, something visible"),
+        visible_param("q"),
     ] = None,
-    updated_since: Annotated[Since | None, Query(description="ISO 8601; UTC when no offset is given")] = None,
+    updated_since: Annotated[
+        Since | None,
+        Query(description="An ISO 8601 time (2025-12-03T10:00:00Z); UTC when no offset is given. Not a number."),
+    ] = None,
 ) -> LeadPage:
     flt = LeadFilter(status=status, source=source, assigned_to=assigned_to, text=q, updated_since=updated_since)
     items, total = await uow.leads.list_offset(actor, flt, page=page, size=size)
@@ -89,7 +98,7 @@ async def _detail(uow: UowDep, actor: CurrentUser, lead_id: int) -> LeadDetailOu
 
 
 @router.get(
-    "/{lead_id}",
+    "/{lead_id:int}",
     summary="A lead with its comments and history",
     responses=responses(400, 401, 403, 404),
 )
@@ -98,17 +107,30 @@ async def get_lead(lead_id: LeadId, actor: CurrentUser, uow: UowDep) -> LeadDeta
 
 
 @router.patch(
-    "/{lead_id}",
+    "/{lead_id:int}",
     summary="Update a lead",
     description="Only the fields sent change. `status` follows the lifecycle (новый → в работе → закрыт | "
-    "отказ, новый → отказ; admin and ROP may reopen); «отказ» needs `refusal_reason`. Sending the current "
-    "status changes nothing. `assigned_to` reassigns (managers only). Answers the lead as GET does.",
+    "отказ, новый → отказ; admin and ROP may reopen); «отказ» needs `refusal_reason`, and `refusal_reason` "
+    "needs a move to «отказ». Sending the current status changes nothing. An empty body is a 400. "
+    "`assigned_to` reassigns (managers only). Answers the lead as GET does.",
     responses=responses(400, 401, 403, 404, 409),
 )
 async def update_lead(lead_id: LeadId, body: LeadPatch, actor: CurrentUser, uow: UowDep) -> LeadDetailOut:
     given = body.model_fields_set
+    if not given:
+        raise InvalidInput("", "nothing_to_change", "the PATCH changes nothing: send a field to change")
     lead = await uow.leads.get(actor, lead_id)
-    current_status, current_assignee = lead.status, lead.assigned_to_id
+    current_status, current_assignee, current_reason = lead.status, lead.assigned_to_id, lead.refusal_reason
+    if body.refusal_reason is not None:
+        # A reason goes with a move to «отказ»; alone (or beside another status) it would change nothing.
+        if body.status != LeadStatus.REFUSED:
+            raise InvalidInput(
+                "reason", "reason_without_refusal", "refusal_reason is accepted only with status «отказ»"
+            )
+        if current_status == LeadStatus.REFUSED and body.refusal_reason.strip() != (current_reason or ""):
+            raise InvalidInput(
+                "reason", "reason_without_refusal", "the lead is already refused: its refusal_reason cannot change"
+            )
     changes = LeadChanges(**{name: getattr(body, name) for name in _EDITABLE if name in given})
     if changes.given():
         await uow.leads.update(actor, lead_id, changes)
@@ -126,7 +148,7 @@ async def update_lead(lead_id: LeadId, body: LeadPatch, actor: CurrentUser, uow:
 
 
 @router.post(
-    "/{lead_id}/assign",
+    "/{lead_id:int}/assign",
     summary="Assign the lead to a salesperson",
     description="Managers (admin, ROP, МОП) only; the assignee must be an active salesperson.",
     responses=responses(400, 401, 403, 404),
@@ -137,7 +159,7 @@ async def assign_lead(lead_id: LeadId, body: AssignIn, actor: CurrentUser, uow: 
 
 
 @router.post(
-    "/{lead_id}/comment",
+    "/{lead_id:int}/comment",
     status_code=201,
     summary="Comment on a lead",
     responses=responses(400, 401, 403, 404),
@@ -148,7 +170,7 @@ async def add_comment(lead_id: LeadId, body: CommentIn, actor: CurrentUser, uow:
 
 
 @router.delete(
-    "/{lead_id}",
+    "/{lead_id:int}",
     status_code=204,
     summary="Delete a lead (admin and ROP only)",
     description="Soft delete: the lead leaves every list and answers 404; its history stays; its phone is free.",

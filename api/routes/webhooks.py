@@ -2,35 +2,36 @@
 
 The lead is created exactly as ``POST /api/leads/create`` creates one (validation, 409 on a duplicate
 phone, history, notifications), acting as the integration user (see ``db.repositories.tokens``).
-The same ``Idempotency-Key`` sent again creates nothing and repeats the first answer.
+The secret is checked by the edge (``api.edge.WebhookRoute``) before the body is read. The same
+``Idempotency-Key`` sent again with the same request creates nothing and repeats the first answer;
+with a different request it is a 409 (``idempotency_key_reused``).
 """
 
 from __future__ import annotations
 
-import hmac
+import hashlib
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator
 
-from api.deps import SettingsDep, UowDep
-from api.errors import ApiError, responses, unauthorized
-from api.schemas import MAX_SOURCE, LeadOut, WebhookLead, valid_unicode
-from bot.config import Settings
+from api.deps import UowDep, WebhookSource
+from api.edge import WebhookRoute
+from api.errors import ApiError, responses
+from api.schemas import MAX_SOURCE, LeadOut, WebhookLead, visible_param
 from db.repositories import LeadDraft
 
-router = APIRouter(tags=["intake"])
+router = APIRouter(tags=["intake"], route_class=WebhookRoute, responses=responses(408, 413, 429, 503))
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-def _secret_for(settings: Settings, source: str) -> tuple[str, str] | None:
-    """(configured name, secret) for ``source``, compared case-insensitively."""
-    for name, secret in settings.api.webhook_secrets.items():
-        if name.casefold() == source.casefold():
-            return name, secret.get_secret_value()
-    return None
+def request_hash(method: str, path: str, body: bytes) -> str:
+    """What an idempotency key is bound to: the method, the path and the JSON body, the body in one
+    canonical form (keys sorted, no spaces), so a retry that merely reorders keys is the same request."""
+    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
 @router.post(
@@ -41,7 +42,8 @@ def _secret_for(settings: Settings, source: str) -> tuple[str, str] | None:
     description="Authenticated by `X-Webhook-Secret`, the secret configured for `{source}` in "
     "`[api.webhook_secrets]` (no bearer token). The lead's source is the body's `source`, or `{source}` "
     "itself (e.g. `/api/leads/webhook/Instagram`). Send an `Idempotency-Key` to make retries safe: the "
-    "same key again answers the first response (with `Idempotent-Replayed: true`) and creates nothing.",
+    "same key with the same body answers the first response (with `Idempotent-Replayed: true`) and "
+    "creates nothing; the same key with a different body is a 409 `idempotency_key_reused`.",
     responses={
         **responses(400, 409),
         401: {"model": responses(401)[401]["model"], "description": "Missing or wrong webhook secret"},
@@ -49,22 +51,18 @@ def _secret_for(settings: Settings, source: str) -> tuple[str, str] | None:
     },
 )
 async def webhook_lead(
-    source: Annotated[str, Path(min_length=1, max_length=MAX_SOURCE), AfterValidator(valid_unicode)],
+    request: Request,
+    source: Annotated[str, Path(min_length=1, max_length=MAX_SOURCE), visible_param("source")],
     body: WebhookLead,
     uow: UowDep,
-    settings: SettingsDep,
-    x_webhook_secret: Annotated[str | None, Header(max_length=256)] = None,
+    name: WebhookSource,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> LeadOut | JSONResponse:
-    configured = _secret_for(settings, source)
-    if configured is None:
-        raise ApiError(404, "not_found", f"no webhook is configured for source {source!r}")
-    name, secret = configured
-    if x_webhook_secret is None or not hmac.compare_digest(x_webhook_secret.encode(), secret.encode()):
-        raise unauthorized("missing or wrong X-Webhook-Secret")
     scope = f"webhook:{name}"
+    fingerprint = None
     if idempotency_key is not None:
-        first = await uow.idempotency.recall(scope, idempotency_key)
+        fingerprint = request_hash("POST", f"/api/leads/webhook/{name}", await request.body())
+        first = await uow.idempotency.recall(scope, idempotency_key, fingerprint)
         if first is not None:
             return JSONResponse(first["body"], status_code=first["status"], headers={REPLAYED_HEADER: "true"})
     actor = await uow.tokens.integration_user()
@@ -80,6 +78,8 @@ async def webhook_lead(
     out = LeadOut.of(lead)
     if idempotency_key is not None:
         stored = {"status": 201, "body": out.model_dump(mode="json")}
-        if not await uow.idempotency.remember(scope, idempotency_key, stored, lead_id=lead.id):
+        if not await uow.idempotency.remember(
+            scope, idempotency_key, stored, lead_id=lead.id, request_hash=fingerprint
+        ):
             raise ApiError(409, "duplicate", "a request with this Idempotency-Key is being processed")
     return out

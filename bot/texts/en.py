@@ -84,7 +84,7 @@ TEXTS: dict[str, str] = {
     "invalid.text_empty": "The text must not be empty.",
     "invalid.text_too_long": "The text is longer than {limit} characters.",
     "invalid.text_invisible": "The text has no visible character (only spaces or invisible marks). Please write it in letters.",
-    "invalid.text_control": "The text contains control characters. Please remove them: only ordinary characters, line breaks and tabs are allowed.",
+    "invalid.text_control_character": "The text contains control characters. Please remove them: only ordinary characters, line breaks and tabs are allowed.",
     "invalid.budget_invalid": "The budget is a number like <code>50000</code>, <code>50 000</code> or <code>50k</code>.",
     "invalid.source_unknown": "Unknown source.",
     "invalid.assignee_invalid": "Only an active salesperson can be assigned.",

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.enums import Role
-from db.errors import Forbidden
+from db.errors import Forbidden, IdempotencyKeyReused
 from db.models import ApiToken, IdempotencyKey, User, utcnow
 from db.permissions import Actor
 
@@ -115,15 +115,33 @@ class IdempotencyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def recall(self, scope: str, key: str) -> dict[str, Any] | None:
+    async def recall(self, scope: str, key: str, request_hash: str | None = None) -> dict[str, Any] | None:
+        """The first answer for the key, or None; ``IdempotencyKeyReused`` when it was first used for
+        another request (``request_hash`` differs from the one stored with it)."""
         row = await self.session.scalar(
             select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
         )
-        return None if row is None else row.response
+        if row is None:
+            return None
+        if request_hash is not None and row.request_hash is not None and row.request_hash != request_hash:
+            raise IdempotencyKeyReused(key)
+        return row.response
 
-    async def remember(self, scope: str, key: str, response: dict[str, Any], *, lead_id: int | None = None) -> bool:
+    async def remember(
+        self,
+        scope: str,
+        key: str,
+        response: dict[str, Any],
+        *,
+        lead_id: int | None = None,
+        request_hash: str | None = None,
+    ) -> bool:
         """Store the answer; False when another request stored one for the same key first."""
-        self.session.add(IdempotencyKey(scope=scope, key=key, lead_id=lead_id, response=response, created_at=utcnow()))
+        self.session.add(
+            IdempotencyKey(
+                scope=scope, key=key, lead_id=lead_id, response=response, request_hash=request_hash, created_at=utcnow()
+            )
+        )
         try:
             async with self.session.begin_nested():
                 await self.session.flush()
