@@ -79,6 +79,17 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     return result
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sql_statement_logging() -> Iterator[None]:
+    """The whole suite runs with SQLAlchemy's statement logging on, as ``database.echo`` would turn it on:
+    whatever the core does must work with it (and a path that bypasses it would go unseen)."""
+    logger = logging.getLogger("sqlalchemy.engine")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield
+    logger.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Migrate once; every test copies the file (much faster than migrating per test)."""
