@@ -92,8 +92,13 @@ def _token_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("token", "API tokens: `token issue <telegram id>` prints a new one", _token_arguments)
 def token_command(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.cli import CommandError
+    from bot.doctor import missing_sqlite_folder
     from db.errors import DomainError
 
+    folder = missing_sqlite_folder(settings.database.url)
+    if folder is not None:
+        raise CommandError(folder, 2)
     try:
         token = asyncio.run(issue_token(settings, args.telegram_id))
     except (LookupError, DomainError) as exc:

@@ -51,10 +51,13 @@ def command(
 def run_command(settings: Settings, _args: argparse.Namespace) -> int:
     import asyncio
 
-    from bot.doctor import token_problem, verify_token
+    from bot.doctor import missing_sqlite_folder, token_problem, verify_token
 
     # The token is checked before anything is created: a wrong one leaves no database behind.
     problem = token_problem(settings)
+    folder = missing_sqlite_folder(settings.database.url)
+    if problem is None and folder is not None:
+        raise CommandError(folder, 2)
     if problem is None:
         problem = asyncio.run(verify_token(settings)).problem
     if problem is not None:

@@ -171,6 +171,19 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         todo += [item.__cause__, item.__context__, getattr(item, "orig", None)]
 
 
+def missing_sqlite_folder(url: str) -> str | None:
+    """The one line to print when ``url`` names a SQLite file in a folder that does not exist, else None.
+
+    Checked before the database is opened, so the mistake is reported plainly and nothing is created.
+    """
+    path = sqlite_file(url)
+    if path is None or path.parent.is_dir():
+        return None
+    return (
+        f"config error: database.url: cannot open the SQLite file {path}: its folder does not exist or is not writable."
+    )
+
+
 def sqlite_file(url: str) -> Path | None:
     """The file a SQLite URL names, or None (another database, in memory, or not a URL)."""
     from sqlalchemy.engine import make_url

@@ -32,6 +32,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Ids are 64-bit everywhere: BIGINT on PostgreSQL; on SQLite plain INTEGER, which is 64-bit there and
+# must stay so for a primary key to be the rowid.
+ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores naive UTC, hands back aware UTC: SQLite keeps no zone and comparisons must not mix."""
 
@@ -61,7 +66,7 @@ LIVE = text("deleted_at IS NULL")
 class User(Base):
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     telegram_id: Mapped[int] = mapped_column(BigInteger, unique=True)
     first_name: Mapped[str] = mapped_column(String(128), default="")
     last_name: Mapped[str | None] = mapped_column(String(128))
@@ -86,13 +91,13 @@ def person_name(first_name: str | None, last_name: str | None, user_id: int) -> 
 class Invite(Base):
     __tablename__ = "invites"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     code: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[Role] = mapped_column(String(16))
-    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_by_id: Mapped[int] = mapped_column(ID, ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
-    used_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    used_by_id: Mapped[int | None] = mapped_column(ID, ForeignKey("users.id"))
     used_at: Mapped[datetime | None]
 
 
@@ -111,7 +116,7 @@ class Lead(Base):
         Index("ix_leads_updated_at", "updated_at", "id"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     client_name: Mapped[str] = mapped_column(String(200))
     # fold_for_search(client_name), kept in step by _fold_name: what /find compares against.
     search_name: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
@@ -120,8 +125,8 @@ class Lead(Base):
     source: Mapped[str] = mapped_column(String(64))
     budget: Mapped[float | None] = mapped_column(Float)
     notes: Mapped[str | None] = mapped_column(Text)
-    assigned_to_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
-    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    assigned_to_id: Mapped[int | None] = mapped_column(ID, ForeignKey("users.id"))
+    created_by_id: Mapped[int] = mapped_column(ID, ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # When a person or an integration last changed the lead: set by the repositories on each such change,
     # never by an UPDATE as such, so the jobs' bookkeeping below leaves it (and the caches keyed on it) alone.
@@ -129,7 +134,7 @@ class Lead(Base):
     closing_date: Mapped[date | None] = mapped_column(Date)
     refusal_reason: Mapped[str | None] = mapped_column(Text)
     deleted_at: Mapped[datetime | None]
-    deleted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    deleted_by_id: Mapped[int | None] = mapped_column(ID, ForeignKey("users.id"))
     # Reminder state lives here so restarts neither repeat nor skip a reminder.
     reminder_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_reminder_at: Mapped[datetime | None]
@@ -147,10 +152,10 @@ class Comment(Base):
     __tablename__ = "comments"
     __table_args__ = (Index("ix_comments_lead", "lead_id", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"))
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ID, ForeignKey("leads.id"))
     text: Mapped[str] = mapped_column(Text)
-    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_by_id: Mapped[int] = mapped_column(ID, ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     created_by: Mapped[User] = relationship(lazy="joined")
@@ -160,15 +165,15 @@ class LeadHistory(Base):
     __tablename__ = "lead_history"
     __table_args__ = (Index("ix_lead_history_lead", "lead_id", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"))
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ID, ForeignKey("leads.id"))
     action: Mapped[str] = mapped_column(String(32))
     # Which field an ``updated`` row is about; empty for the other actions.
     field: Mapped[str | None] = mapped_column(String(32))
     old_value: Mapped[str | None] = mapped_column(Text)
     new_value: Mapped[str | None] = mapped_column(Text)
     # Empty when the system itself acted (e.g. an intake webhook).
-    changed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    changed_by_id: Mapped[int | None] = mapped_column(ID, ForeignKey("users.id"))
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     changed_by: Mapped[User | None] = relationship(lazy="joined")
@@ -183,11 +188,11 @@ class FollowUp(Base):
         Index("ix_followups_lead", "lead_id", "done_at", "due_at"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"))
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ID, ForeignKey("leads.id"))
     text: Mapped[str] = mapped_column(Text)
     due_at: Mapped[datetime]
-    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_by_id: Mapped[int] = mapped_column(ID, ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     done_at: Mapped[datetime | None]
     reminded_at: Mapped[datetime | None]
@@ -200,11 +205,11 @@ class OutboxMessage(Base):
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_pending", "status", "next_attempt_at", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
     chat_id: Mapped[int] = mapped_column(BigInteger)
     thread_id: Mapped[int | None] = mapped_column(BigInteger)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    user_id: Mapped[int | None] = mapped_column(ID, ForeignKey("users.id"))
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]]
     status: Mapped[OutboxStatus] = mapped_column(String(16), default=OutboxStatus.PENDING)
@@ -219,8 +224,8 @@ class OutboxMessage(Base):
 class ApiToken(Base):
     __tablename__ = "api_tokens"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ID, ForeignKey("users.id"))
     token_hash: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
@@ -231,10 +236,10 @@ class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     scope: Mapped[str] = mapped_column(String(64))
     key: Mapped[str] = mapped_column(String(255))
-    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
+    lead_id: Mapped[int | None] = mapped_column(ID, ForeignKey("leads.id"))
     response: Mapped[dict[str, Any] | None]
     # SHA-256 (hex) of the request the key was first used for; null for keys stored before it was kept.
     request_hash: Mapped[str | None] = mapped_column(String(64))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Table
+from sqlalchemy import ColumnElement, Insert, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,3 +28,20 @@ def insert_or_skip(
     module = postgresql if dialect_of(session) == "postgresql" else sqlite
     stmt = module.insert(table)
     return stmt.on_conflict_do_nothing(index_elements=conflict, index_where=where)
+
+
+async def follow_explicit_ids(session: AsyncSession, tables: list[Table]) -> None:
+    """After rows were written with explicit ids, make the next generated id follow them.
+
+    SQLite's rowid always does; a PostgreSQL sequence does not know about ids it did not hand out (a
+    copy from another database, test fixtures with the reference's ids).
+    """
+    if dialect_of(session) != "postgresql":
+        return
+    for table in tables:
+        await session.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                f'COALESCE((SELECT max(id) FROM "{table.name}"), 0) + 1, false)'
+            )
+        )

@@ -4,7 +4,9 @@ driven through a recording fake of the Bot API."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import os
 import shutil
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from bot.factory import create_dispatcher
 from db.engine import Database, open_database
 from db.enums import Role
 from db.migrate import upgrade
-from db.models import User
+from db.models import Base, User
 from db.uow import UnitOfWork, UnitOfWorkFactory
 from handlers import errors as errors_router
 from tests.fake_bot_api import FakeBotAPI
@@ -38,10 +40,26 @@ ADMIN_TG = 1001
 UNEXPECTED_ERROR_MARKER = "unexpected_error"
 
 
+# The database the suite runs on: SQLite files by default; PostgreSQL when this names one (CI does both).
+SERVER_DATABASE_URL = os.environ.get("LEADBOT_TEST_DATABASE_URL", "").strip()
+# A test about SQLite itself (its files, its locks, its query plans) says so with this marker.
+SQLITE_ONLY_MARKER = "sqlite_only"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{UNEXPECTED_ERROR_MARKER}: the test makes an update end in the errors router's catch-all"
     )
+    config.addinivalue_line("markers", f"{SQLITE_ONLY_MARKER}: the test is about SQLite itself")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not SERVER_DATABASE_URL:
+        return
+    skip = pytest.mark.skip(reason="about SQLite itself; the suite runs on PostgreSQL (LEADBOT_TEST_DATABASE_URL)")
+    for item in items:
+        if item.get_closest_marker(SQLITE_ONLY_MARKER) is not None:
+            item.add_marker(skip)
 
 
 class _Tracebacks(logging.Handler):
@@ -104,10 +122,53 @@ def db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def server_database() -> Iterator[str]:
+    """The PostgreSQL database of this run, migrated once from nothing (every table dropped first)."""
+    url = SERVER_DATABASE_URL
+
+    async def reset() -> None:
+        database = open_database(url)
+        try:
+            async with database.write_engine.begin() as connection:
+                await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
+                await connection.exec_driver_sql("CREATE SCHEMA public")
+            await upgrade(database.write_engine)
+        finally:
+            await database.dispose()
+
+    asyncio.run(reset())
+    yield url
+
+
+def _empty_server_database(url: str) -> None:
+    """Every table emptied and its ids started again: a fresh database for the next test, in milliseconds."""
+
+    async def empty() -> None:
+        database = open_database(url)
+        try:
+            async with database.write_engine.begin() as connection:
+                tables = ", ".join(
+                    f'"{table.name}"' for table in Base.metadata.sorted_tables if table.name != "alembic_version"
+                )
+                await connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        finally:
+            await database.dispose()
+
+    # In a loop of its own: the test's loop may not have started yet, and this must finish first.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, empty()).result()
+
+
 @pytest.fixture
-def db_url(db_template: Path, tmp_path: Path) -> str:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if SERVER_DATABASE_URL:
+        url: str = request.getfixturevalue("server_database")
+        _empty_server_database(url)
+        return url
+    template: Path = request.getfixturevalue("db_template")
     target = tmp_path / "leadbot.db"
-    shutil.copyfile(db_template, target)
+    shutil.copyfile(template, target)
     return f"sqlite+aiosqlite:///{target}"
 
 

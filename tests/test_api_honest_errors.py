@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -17,6 +18,7 @@ from tests.api_support import bearer, create_lead
 from tests.conftest import Team
 
 
+@pytest.mark.sqlite_only
 async def test_a_database_locked_past_its_wait_is_503(
     api_settings: Settings, settings: Settings, tokens: dict[str, str]
 ) -> None:

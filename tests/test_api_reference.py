@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from db.enums import LeadStatus, Role
 from db.models import Lead, LeadHistory, User, utcnow
+from db.sql import follow_explicit_ids
 from db.uow import UnitOfWorkFactory
 from tests.api_support import ISO_Z, bearer, issue
 
@@ -130,6 +131,8 @@ async def ref(uow_factory: UnitOfWorkFactory) -> RefTeam:
                 deleted_at=now,
             )
         )
+        await uow.session.flush()
+        await follow_explicit_ids(uow.session, [User.__table__, Lead.__table__])  # type: ignore[list-item]
         await uow.commit()
     return RefTeam(
         manager=await issue(uow_factory, people[1]),

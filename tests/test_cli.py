@@ -244,6 +244,7 @@ async def test_token_issue_for_a_stranger_creates_no_database(tmp_path: Path) ->
 # ---- doctor -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 async def test_doctor_all_good(tmp_path: Path, fake_bot_api: FakeBotAPI, db_url: str) -> None:
     port = free_port()
     write_config(

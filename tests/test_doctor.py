@@ -38,11 +38,13 @@ def with_url(settings: Settings, url: str) -> Settings:
 # ---- the database -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 async def test_a_migrated_database_is_up_to_date(settings: Settings) -> None:
     check = await check_database(settings)
     assert check.ok and check.text.endswith(f"is reachable and its schema is up to date ({HEAD}).")
 
 
+@pytest.mark.sqlite_only
 async def test_a_database_behind_the_code_is_upgraded_by_run(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,6 +57,7 @@ async def test_a_database_behind_the_code_is_upgraded_by_run(
     )
 
 
+@pytest.mark.sqlite_only
 async def test_a_database_from_a_newer_version(settings: Settings, db_url: str) -> None:
     with sqlite3.connect(db_url.removeprefix("sqlite+aiosqlite:///")) as db:
         db.execute("UPDATE alembic_version SET version_num = '0999'")

@@ -43,6 +43,9 @@ PEOPLE = {
     "finance": Role.FINANCE,
 }
 
+# EXPLAIN QUERY PLAN and the indexes it names are SQLite's.
+pytestmark = pytest.mark.sqlite_only
+
 
 def _filters(seller: int) -> dict[str, tuple[str, LeadFilter]]:
     """Who asks, with which filter: every filter alone, the combinations, and a salesperson's own."""

@@ -503,6 +503,7 @@ async def _plans(engine: AsyncEngine, run: Any) -> list[str]:
     return plans
 
 
+@pytest.mark.sqlite_only
 async def test_reminder_queries_use_their_indexes(engine: AsyncEngine, uow_factory: UnitOfWorkFactory) -> None:
     now = local(2025, 12, 1, 12)
 
