@@ -121,6 +121,22 @@ class ApiSection(Section):
         return value
 
 
+class RedisSection(Section):
+    # e.g. "redis://127.0.0.1:6379/0": conversations (the /new draft, a card's prompt) are kept there, so
+    # they survive a restart and are shared by every instance. Empty: kept in the process's memory.
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LEADBOT_",
@@ -135,6 +151,7 @@ class Settings(BaseSettings):
     notifications: NotificationsSection = Field(default_factory=NotificationsSection)
     reminders: RemindersSection = Field(default_factory=RemindersSection)
     api: ApiSection = Field(default_factory=ApiSection)
+    redis: RedisSection = Field(default_factory=RedisSection)
 
     @classmethod
     def settings_customise_sources(

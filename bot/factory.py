@@ -41,6 +41,16 @@ def create_uow_factory(settings: Settings, database: Database, *, sink: EventSin
     return UnitOfWorkFactory(database, settings, sink if sink is not None else OutboxNotifier(settings))
 
 
+def create_storage(settings: Settings) -> BaseStorage:
+    """Where conversation state lives: Redis when ``[redis] url`` is set (it survives a restart and is
+    shared by every instance), else the process's memory."""
+    if settings.redis.url:
+        from aiogram.fsm.storage.redis import RedisStorage
+
+        return RedisStorage.from_url(settings.redis.url)
+    return MemoryStorage()
+
+
 def create_dispatcher(
     settings: Settings,
     database: Database,
@@ -60,7 +70,7 @@ def create_dispatcher(
     """
     uow_factory = create_uow_factory(settings, database, sink=sink)
     dispatcher = Dispatcher(
-        storage=storage or MemoryStorage(), events_isolation=events_isolation or SimpleEventIsolation()
+        storage=storage or create_storage(settings), events_isolation=events_isolation or SimpleEventIsolation()
     )
     dispatcher["settings"] = settings
     dispatcher["uow_factory"] = uow_factory

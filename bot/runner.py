@@ -63,4 +63,5 @@ async def run_bot(
             api_server.should_exit = True
             await api_task
         await bot.session.close()
+        await dispatcher.storage.close()
         await database.dispose()

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from aiogram import Bot, Dispatcher
 from aiogram.filters.callback_data import CallbackData
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.methods import EditMessageText, SendMessage
 from aiogram.types import Contact, Message
 from aiogram.types import User as TgUser
@@ -42,6 +44,8 @@ UNEXPECTED_ERROR_MARKER = "unexpected_error"
 
 # The database the suite runs on: SQLite files by default; PostgreSQL when this names one (CI does both).
 SERVER_DATABASE_URL = os.environ.get("LEADBOT_TEST_DATABASE_URL", "").strip()
+# Conversation state in Redis instead of memory for the bot's tests, when this names one (CI does).
+SERVER_REDIS_URL = os.environ.get("LEADBOT_TEST_REDIS_URL", "").strip()
 # A test about SQLite itself (its files, its locks, its query plans) says so with this marker.
 SQLITE_ONLY_MARKER = "sqlite_only"
 
@@ -332,10 +336,26 @@ class Harness:
 
 
 @pytest.fixture
-def harness(settings: Settings, database: Database) -> Iterator[Harness]:
+async def fsm_storage() -> AsyncIterator[BaseStorage]:
+    """The conversation storage of the bot's tests: Redis (emptied first) with LEADBOT_TEST_REDIS_URL, else memory."""
+    if not SERVER_REDIS_URL:
+        memory = MemoryStorage()
+        yield memory
+        await memory.close()
+        return
+    from aiogram.fsm.storage.redis import RedisStorage
+
+    storage = RedisStorage.from_url(SERVER_REDIS_URL)
+    await storage.redis.flushdb()
+    yield storage
+    await storage.close()
+
+
+@pytest.fixture
+def harness(settings: Settings, database: Database, fsm_storage: BaseStorage) -> Iterator[Harness]:
     session = RecordingSession()
     bot = make_bot(session)
-    dp = create_dispatcher(settings, database)
+    dp = create_dispatcher(settings, database, storage=fsm_storage)
     yield Harness(bot=bot, session=session, dp=dp, settings=settings, uow_factory=dp["uow_factory"])
 
 
