@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,6 +44,52 @@ class BotSection(Section):
     # Base URL of a self-hosted Bot API server (e.g. http://127.0.0.1:8081); Telegram's own when empty.
     api_server: str | None = None
     default_language: str = "ru"
+    # Webhook mode: the public HTTPS address Telegram posts updates to (its path is where the bot
+    # listens). Empty: long polling.
+    webhook_url: str | None = None
+    # Sent by Telegram with every update (X-Telegram-Bot-Api-Secret-Token) and checked: 16–256 of A-Z a-z 0-9 _ -.
+    webhook_secret: SecretStr | None = None
+    # Where the webhook server listens, "host:port" (a proxy in front terminates TLS).
+    listen: str = "127.0.0.1:8443"
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an https:// address Telegram can reach")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", value.get_secret_value()):
+            # Never echo the value: only its shortcoming.
+            raise ValueError("must be 16 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, _, port = value.strip().rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError('must be "host:port", e.g. "127.0.0.1:8443"')
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _webhook_needs_a_secret(self) -> BotSection:
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError("webhook_secret: required with webhook_url (Telegram sends it with every update)")
+        return self
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @field_validator("api_server")
     @classmethod

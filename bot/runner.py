@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-from aiogram import Dispatcher
+from aiogram import Bot, Dispatcher
 
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
@@ -27,8 +29,10 @@ async def run_bot(
     *,
     handle_signals: bool = True,
     started: asyncio.Future[Dispatcher] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Run until stopped: by a signal, or (in tests, ``handle_signals=False``) ``dispatcher.stop_polling()``.
+    """Run until stopped: by a signal, or (in tests, ``handle_signals=False``) ``dispatcher.stop_polling()``
+    in polling mode or ``stop`` in webhook mode.
 
     ``started`` receives the dispatcher once the bot is up, so an end-to-end test can drive and stop
     the very same process the ``leadbot run`` command starts.
@@ -52,9 +56,12 @@ async def run_bot(
         log.info("LeadBot started as @%s", me.username)
         scheduler.start()
         delivery.start()
-        if started is not None:
-            started.set_result(dispatcher)
-        await dispatcher.start_polling(bot, handle_signals=handle_signals)
+        if settings.bot.webhook_url:
+            await _serve_webhook(settings, dispatcher, bot, started, stop or asyncio.Event(), handle_signals)
+        else:
+            if started is not None:
+                started.set_result(dispatcher)
+            await dispatcher.start_polling(bot, handle_signals=handle_signals)
     finally:
         # Finish the notifications on their way before the session closes (nothing is left "sending").
         await delivery.stop()
@@ -65,3 +72,50 @@ async def run_bot(
         await bot.session.close()
         await dispatcher.storage.close()
         await database.dispose()
+
+
+async def _serve_webhook(
+    settings: Settings,
+    dispatcher: Dispatcher,
+    bot: Bot,
+    started: asyncio.Future[Dispatcher] | None,
+    stop: asyncio.Event,
+    handle_signals: bool,
+) -> None:
+    """Webhook mode: Telegram posts each update to ``[bot] webhook_url``; this process listens behind it.
+
+    aiogram's request handler checks ``X-Telegram-Bot-Api-Secret-Token`` (a wrong or missing one gets
+    401) and answers 200 at once, handling the update in a task of its own, as polling does. The
+    webhook is (re)set at every start; pending updates are kept.
+    """
+    from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+    from aiohttp import web
+
+    url = settings.bot.webhook_url
+    secret = settings.bot.webhook_secret
+    assert url is not None and secret is not None  # the settings refuse one without the other
+    app = web.Application(client_max_size=1024 * 1024)
+    SimpleRequestHandler(dispatcher, bot, secret_token=secret.get_secret_value()).register(
+        app, path=urlsplit(url).path or "/"
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = settings.bot.listen_address
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    try:
+        await bot.set_webhook(
+            url,
+            secret_token=secret.get_secret_value(),
+            allowed_updates=dispatcher.resolve_used_update_types(),
+        )
+        log.info("LeadBot listens for Telegram on %s:%s (webhook %s)", host, port, urlsplit(url).netloc)
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+        if started is not None:
+            started.set_result(dispatcher)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
