@@ -63,24 +63,27 @@ class OutboxRepository:
         user_id: int | None = None,
         thread_id: int | None = None,
     ) -> OutboxMessage | None:
-        """Queue one message; ``key`` makes it idempotent (a second enqueue with it is a no-op, returns None)."""
-        existing = await self.session.scalar(select(OutboxMessage.id).where(OutboxMessage.idempotency_key == key))
-        if existing is not None:
-            return None
+        """Queue one message; ``key`` makes it idempotent (a second enqueue with it is a no-op, returns None).
+
+        Decided by the unique index in one statement, so two instances queueing the same reminder at
+        the same moment get one row between them and neither fails.
+        """
         now = utcnow()
-        row = OutboxMessage(
-            idempotency_key=key,
-            chat_id=chat_id,
-            thread_id=thread_id,
-            user_id=user_id,
-            kind=kind,
-            payload=payload,
-            created_at=now,
-            next_attempt_at=now,
-            attempts=0,
-        )
-        self.session.add(row)
-        return row
+        values = {
+            "idempotency_key": key,
+            "chat_id": chat_id,
+            "thread_id": thread_id,
+            "user_id": user_id,
+            "kind": kind,
+            "payload": payload,
+            "status": OutboxStatus.PENDING,
+            "created_at": now,
+            "next_attempt_at": now,
+            "attempts": 0,
+        }
+        stmt = insert_or_skip(self.session, _OUTBOX_TABLE, [OutboxMessage.idempotency_key]).returning(OutboxMessage.id)
+        row_id = await self.session.scalar(stmt, values)
+        return None if row_id is None else await self.session.get(OutboxMessage, row_id)
 
     async def enqueue_many(self, rows: Sequence[OutboxRow]) -> None:
         """Queue messages in one statement, each idempotent by its key like ``enqueue`` (whether a row
