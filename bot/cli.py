@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 Command = Callable[["Settings", argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[str, Command, Callable[[argparse.ArgumentParser], None] | None]] = {}
 # Commands that print a result and stop: they log warnings only (the services log what they do).
-_ONE_SHOT = frozenset({"doctor", "token"})
+_ONE_SHOT = frozenset({"doctor", "token", "copy-db"})
 
 
 class CommandError(Exception):
@@ -67,6 +67,42 @@ def run_command(settings: Settings, _args: argparse.Namespace) -> int:
 
     asyncio.run(run_bot(settings))
     return 0
+
+
+def _copy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="the database to copy into, e.g. postgresql+asyncpg://leadbot@127.0.0.1/leadbot")
+
+
+@command(
+    "copy-db",
+    "copy this configuration's database into another (SQLite to PostgreSQL), which must be empty",
+    _copy_arguments,
+)
+def copy_db_command(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from db.copy import TargetNotEmpty, copy_database
+    from db.engine import open_database
+
+    try:
+        target = open_database(args.target)
+    except ValueError as exc:
+        raise CommandError(f"error: target: {exc}", 2) from None
+
+    async def copy() -> int:
+        source = open_database(settings.database.url)
+        try:
+            copied = await copy_database(source, target)
+        except TargetNotEmpty as exc:
+            raise CommandError(f"error: {exc}; nothing was copied", 1) from None
+        finally:
+            await source.dispose()
+            await target.dispose()
+        for item in copied:
+            print(f"{item.table}: {item.rows}")
+        return 0
+
+    return asyncio.run(copy())
 
 
 @command("doctor", "check the configuration end to end: token, database, Redis, the API port")

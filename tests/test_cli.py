@@ -319,3 +319,18 @@ def test_quick_commands_do_not_import_aiogram(tmp_path: Path, args: list[str]) -
     )
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stderr.splitlines()[-1] == "imported: ", result.stderr
+
+
+async def test_copy_db_names_an_unsupported_target_in_one_line(tmp_path: Path) -> None:
+    write_config(tmp_path / "config.toml", "[access]\nadmins = [5]\n")
+    result = await leadbot("copy-db", "mysql://root@127.0.0.1/leadbot", cwd=tmp_path)
+    assert result.code == 2 and result.problem.startswith("error: target: database.url: unsupported driver"), result.err
+    assert listing(tmp_path) == ["config.toml"]
+
+
+async def test_copy_db_copies_into_an_empty_sqlite_file(tmp_path: Path) -> None:
+    write_config(tmp_path / "config.toml", "[access]\nadmins = [5]\n")
+    assert (await leadbot("token", "issue", "5", cwd=tmp_path)).code == 0  # makes the database, with admin 5
+    result = await leadbot("copy-db", f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "users: 1" in result.out.splitlines() and "api_tokens: 1" in result.out.splitlines()
