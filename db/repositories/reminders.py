@@ -68,14 +68,19 @@ class ReminderRepository:
 
     async def due_lead(self, lead_id: int, now: datetime) -> Lead | None:
         """The lead, if it still waits in «новый» and its reminder is still due (re-checked in the job's
-        own transaction: someone may have taken it since the list was read)."""
+        own transaction: someone may have taken it since the list was read).
+
+        Locked for this transaction, skipping a lead another instance's job holds: on PostgreSQL two
+        instances ticking at once remind each lead once (SQLite's one writer serialises them anyway)."""
         return await self.session.scalar(
-            select(Lead).where(
+            select(Lead)
+            .where(
                 Lead.id == lead_id,
                 Lead.status == LeadStatus.NEW,
                 Lead.next_reminder_at <= now,
                 Lead.deleted_at.is_(None),
             )
+            .with_for_update(of=Lead, skip_locked=True)
         )
 
     async def snooze_lead(self, actor: Actor, lead_id: int, until: datetime) -> Lead:
