@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage
+from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage, StorageKey
 from aiogram.fsm.storage.memory import MemoryStorage, SimpleEventIsolation
 
 from bot.config import Settings
@@ -51,6 +54,49 @@ def create_storage(settings: Settings) -> BaseStorage:
     return MemoryStorage()
 
 
+class PersonIsolation(BaseEventIsolation):
+    """One person's updates one at a time, in arrival order in this process and across instances.
+
+    The in-process lock is FIFO (asyncio), so updates that reached this instance keep their order; the
+    Redis lock (``[redis] url``) then keeps another instance from handling the same person meanwhile.
+    """
+
+    def __init__(self, shared: BaseEventIsolation | None = None) -> None:
+        self.local = SimpleEventIsolation()
+        self.shared = shared
+
+    @asynccontextmanager
+    async def lock(self, key: StorageKey) -> AsyncGenerator[None, None]:
+        async with self.local.lock(key):
+            if self.shared is None:
+                yield
+                return
+            async with self.shared.lock(key):
+                yield
+
+    async def close(self) -> None:
+        await self.local.close()
+        if self.shared is not None:
+            await self.shared.close()
+            redis = getattr(self.shared, "redis", None)  # RedisEventIsolation leaves its client open
+            if redis is not None:
+                await redis.aclose(close_connection_pool=True)
+
+
+def create_isolation(settings: Settings) -> BaseEventIsolation:
+    if settings.redis.url:
+        from aiogram.fsm.storage.redis import RedisEventIsolation
+
+        return PersonIsolation(RedisEventIsolation.from_url(settings.redis.url))
+    return PersonIsolation()
+
+
+async def close_dispatcher(dispatcher: Dispatcher) -> None:
+    """Let go of what the dispatcher holds: its conversation storage and its per-person locks."""
+    await dispatcher.storage.close()
+    await dispatcher.fsm.events_isolation.close()
+
+
 def create_dispatcher(
     settings: Settings,
     database: Database,
@@ -64,13 +110,14 @@ def create_dispatcher(
     ``sink`` receives the domain events of each committed update (default: the notification outbox).
 
     Updates of different people run at once; the updates of one person (one user in one chat) run one
-    after another in the order they arrived: the events isolation takes a lock per person before the
-    conversation state is read, so a tap followed at once by typing is handled against the step the
-    tap led to (aiogram's ``FSMContextMiddleware`` takes that lock, in order, as each update starts).
+    after another in the order they arrived: the events isolation (``PersonIsolation``) takes a lock per
+    person before the conversation state is read, so a tap followed at once by typing is handled against
+    the step the tap led to (aiogram's ``FSMContextMiddleware`` takes that lock, in order, as each update
+    starts); with Redis, across instances too.
     """
     uow_factory = create_uow_factory(settings, database, sink=sink)
     dispatcher = Dispatcher(
-        storage=storage or create_storage(settings), events_isolation=events_isolation or SimpleEventIsolation()
+        storage=storage or create_storage(settings), events_isolation=events_isolation or create_isolation(settings)
     )
     dispatcher["settings"] = settings
     dispatcher["uow_factory"] = uow_factory

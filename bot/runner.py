@@ -12,7 +12,7 @@ from aiogram import Bot, Dispatcher
 
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
-from bot.factory import create_bot, create_dispatcher
+from bot.factory import close_dispatcher, create_bot, create_dispatcher
 from bot.reminders import ReminderJobs
 from bot.scheduler import create_scheduler, stop_scheduler
 from db.engine import open_database
@@ -70,7 +70,7 @@ async def run_bot(
             api_server.should_exit = True
             await api_task
         await bot.session.close()
-        await dispatcher.storage.close()
+        await close_dispatcher(dispatcher)
         await database.dispose()
 
 
