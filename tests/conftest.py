@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import os
 import shutil
@@ -128,21 +129,36 @@ def db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server_database() -> Iterator[str]:
-    """The PostgreSQL database of this run, migrated once from nothing (every table dropped first)."""
-    url = SERVER_DATABASE_URL
+    """A PostgreSQL database of this run's own, made beside the one named, migrated once, dropped at the end.
 
-    async def reset() -> None:
+    Its own, so two runs on one server (two checkouts, a developer beside CI) never empty each other's.
+    """
+    from sqlalchemy import make_url
+
+    given = make_url(SERVER_DATABASE_URL)
+    url = given.set(database=f"{given.database}_run_{os.getpid()}").render_as_string(hide_password=False)
+    name = make_url(url).database
+
+    async def admin(statement: str) -> None:
+        database = open_database(SERVER_DATABASE_URL, pooled=False)
+        try:
+            async with database.write_engine.connect() as connection:
+                await (await connection.execution_options(isolation_level="AUTOCOMMIT")).exec_driver_sql(statement)
+        finally:
+            await database.dispose()
+
+    async def create() -> None:
+        await admin(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin(f'CREATE DATABASE "{name}"')
         database = open_database(url)
         try:
-            async with database.write_engine.begin() as connection:
-                await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-                await connection.exec_driver_sql("CREATE SCHEMA public")
             await upgrade(database.write_engine)
         finally:
             await database.dispose()
 
-    asyncio.run(reset())
+    asyncio.run(create())
     yield url
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _empty_server_database(url: str) -> None:
@@ -337,18 +353,27 @@ class Harness:
 
 @pytest.fixture
 async def fsm_storage() -> AsyncIterator[BaseStorage]:
-    """The conversation storage of the bot's tests: Redis (emptied first) with LEADBOT_TEST_REDIS_URL, else memory."""
+    """The conversation storage of the bot's tests: Redis with LEADBOT_TEST_REDIS_URL (keys of this test
+    only, removed afterwards), else memory."""
     if not SERVER_REDIS_URL:
         memory = MemoryStorage()
         yield memory
         await memory.close()
         return
+    from aiogram.fsm.storage.base import DefaultKeyBuilder
     from aiogram.fsm.storage.redis import RedisStorage
+    from redis.asyncio import Redis
 
-    storage = RedisStorage.from_url(SERVER_REDIS_URL)
-    await storage.redis.flushdb()
+    prefix = f"leadbot-test-{os.getpid()}-{next(_STORAGE_NUMBERS)}"
+    storage = RedisStorage(Redis.from_url(SERVER_REDIS_URL), key_builder=DefaultKeyBuilder(prefix=prefix))
     yield storage
+    keys = [key async for key in storage.redis.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await storage.redis.delete(*keys)
     await storage.close()
+
+
+_STORAGE_NUMBERS = itertools.count()
 
 
 @pytest.fixture

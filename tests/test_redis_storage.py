@@ -65,6 +65,10 @@ async def test_one_person_is_handled_by_one_instance_at_a_time(settings: Setting
     assert order == ["other person, meanwhile", "first", "second"]
 
 
+def _key(team: Team) -> StorageKey:
+    return StorageKey(bot_id=42, chat_id=team.mop.chat_id, user_id=team.mop.chat_id)
+
+
 async def _hold(isolation: BaseEventIsolation, key: StorageKey, order: list[str], name: str) -> None:
     async with isolation.lock(key):
         order.append(name)
@@ -74,7 +78,8 @@ async def test_a_half_typed_new_lead_survives_a_restart(settings: Settings, data
     redis_settings = _with_redis(settings)
     first = _bot_process(redis_settings, database)
     assert isinstance(first.dp.storage, RedisStorage)
-    await first.dp.storage.redis.flushdb()
+    await first.dp.storage.set_state(_key(team), None)  # nothing left over from an earlier run
+    await first.dp.storage.set_data(_key(team), {})
     try:
         await first.send(team.mop, "/new")
         await first.send(team.mop, "Иван Петров")
