@@ -1,8 +1,11 @@
-"""The reminder jobs: leads waiting in «новый», follow-ups falling due, and the daily digest.
+"""The reminder rules (a core service): leads waiting in «новый», follow-ups falling due, the daily digest,
+and the follow-up timing the handlers use (snooze, due-time presets, typed due times).
 
-Every job takes ``now`` (aware UTC): the scheduler passes the real time, the tests a chosen one. Jobs
-never talk to Telegram: each writes outbox rows in its own unit of work, in the same transaction as
-the state change that says "this was sent", under a deterministic idempotency key. A crash before the
+The jobs decide who is reminded of what and when; they write facts (``ReminderJobs`` lists the payloads)
+and ``bot.presentation.reminders`` words them when the delivery worker sends them. Every job takes
+``now`` (aware UTC): the scheduler passes the real time, the tests a chosen one. Jobs never talk to
+Telegram: each writes outbox rows in its own unit of work, in the same transaction as the state change
+that says "this was sent", under a deterministic idempotency key. A crash before the
 commit loses both (and the next tick does it again); a restart after it finds nothing left to do.
 
 Working hours (``[reminders] working_hours`` in ``[crm] timezone``) hold back what the system starts
