@@ -16,8 +16,8 @@ from pydantic import BaseModel
 
 from bot.config import Settings
 from bot.middlewares import WRITES
+from bot.presentation.views import CALLBACK_ANSWER_LIMIT, cut, esc, format_dt
 from bot.texts import Texts
-from bot.views import CALLBACK_ANSWER_LIMIT, cut, esc, format_dt
 from db.errors import InvalidInput
 from db.models import utcnow
 from db.permissions import Actor

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import update
 
 from bot.config import Settings
-from bot.views import MESSAGE_LIMIT
+from bot.presentation.views import MESSAGE_LIMIT
 from db.engine import open_database
 from db.enums import LeadStatus, Role
 from db.models import Lead, User

@@ -3,8 +3,9 @@
 The core (``db.notifications``, ``db.reminders``) writes outbox rows holding facts — a ``kind`` and what
 it is about. ``Presenter.render`` turns such a row into a ``Rendered`` (text and keyboard, in the
 recipient's language) right before the delivery worker sends it, in a short read unit of its own that
-is left before the network call. The per-kind renderers live in ``bot.presentation.notifications`` and
-``bot.presentation.reminders``; the shared formatting helpers stay in ``bot.views`` and ``bot.cards``.
+is left before the network call. The per-kind renderers live in ``notifications`` and ``reminders``;
+the texts of the screens handlers show are built with ``views`` (formatting helpers) and ``cards``
+(the lead card), all in this package; the language tables are ``bot.texts``.
 
 What a message shows, and when it was decided:
 
@@ -29,7 +30,7 @@ from bot.presentation.base import Rendered, Renderer, RenderError
 from bot.presentation.notifications import NOTIFICATION_RENDERERS
 from bot.presentation.reminders import REMINDER_RENDERERS
 from bot.presentation.render_context import RenderContext
-from bot.views import cut
+from bot.presentation.views import cut
 from db.uow import UnitOfWork
 
 __all__ = ["GONE", "Presenter", "RenderError", "Rendered", "edit_payload", "message_payload"]

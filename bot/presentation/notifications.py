@@ -9,8 +9,8 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.presentation.base import Rendered, Renderer
 from bot.presentation.render_context import RenderContext
+from bot.presentation.views import cut, esc, format_money, format_phone_html, status_label, user_label
 from bot.texts import Texts
-from bot.views import cut, esc, format_money, format_phone_html, status_label, user_label
 from db.enums import LeadStatus, StatusCode
 from db.models import Comment, Lead, User
 from db.notifications import (

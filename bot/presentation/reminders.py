@@ -7,8 +7,8 @@ from typing import Any
 
 from bot.presentation.base import Rendered, Renderer
 from bot.presentation.render_context import RenderContext
+from bot.presentation.views import esc, format_dt, format_phone_html, status_label, user_label
 from bot.texts import Texts
-from bot.views import esc, format_dt, format_phone_html, status_label, user_label
 from db.enums import LeadStatus
 from db.models import Lead
 from db.reminders import DIGEST_ITEMS, Kind

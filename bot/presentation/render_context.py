@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.presentation.views import user_label
 from bot.texts import Texts, pick_language, texts_for
-from bot.views import user_label
 from db.models import Lead, User
 from db.permissions import Actor
 from db.uow import UnitOfWork
