@@ -3,14 +3,14 @@
 Outbox rows (``db.models.OutboxMessage``) are written by whoever has something to say, in the
 transaction of the change that causes it (``uow.outbox.enqueue(key=..., chat_id=..., kind=...,
 payload=..., user_id=..., thread_id=...)``). The worker is the only thing that talks to Telegram for
-them. The payload is one of::
-
-    {"text": "<b>HTML</b> text, user input escaped", "reply_markup": <InlineKeyboardMarkup JSON> | None}
-    {"edit_of": "<idempotency key of another row>", "text": ..., "reply_markup": ...}
-
-The first is a ``sendMessage`` to the row's ``chat_id`` (and forum topic ``thread_id``); the second an
-``editMessageText`` of the message that other row sent (it waits until that one is sent).
-``bot.notifications.message_payload(text, markup)`` builds the first form.
+them. A row's ``kind`` and ``payload`` say what happened (facts, see ``db.notifications`` and
+``db.reminders``); right before a row is sent, the worker has ``bot.presentation.Presenter`` render it
+into text and keyboard, in a read unit of its own that is closed before the request goes out. A
+payload carrying ``"text"`` (``bot.presentation.message_payload``) is sent as it is. A payload with
+``"edit_of": "<idempotency key of another row>"`` is an ``editMessageText`` of the message that other
+row sent (it waits until that one is sent); any other a ``sendMessage`` to the row's ``chat_id`` (and
+forum topic ``thread_id``). A row whose subject was deleted before it was sent renders to nothing and
+is marked ``failed`` with ``bot.presentation.GONE``.
 
 Pacing (``[notifications]``): one send every ``1 / rate_per_second`` seconds at most — fixed spacing, so
 there is never a burst above the rate; one message per ``per_chat_interval`` to a chat, counted from the
@@ -57,9 +57,10 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.types import InlineKeyboardMarkup, Message
+from aiogram.types import Message
 
 from bot.config import NotificationsSection
+from bot.presentation import GONE, Presenter, Rendered
 from db.enums import OutboxStatus
 from db.models import OutboxMessage
 from db.uow import UnitOfWork, UnitOfWorkFactory
@@ -193,6 +194,7 @@ class _Job:
     row_id: int
     chat_id: int
     thread_id: int | None
+    user_id: int | None
     kind: str
     payload: dict[str, Any]
     attempts: int
@@ -226,9 +228,12 @@ class DeliveryWorker:
         batch_size: int = 200,
         max_in_flight: int = 32,
         on_send: Callable[[int, int], None] | None = None,
+        presenter: Presenter | None = None,
     ) -> None:
         self.bot = bot
         self.uow_factory = uow_factory
+        # Turns each row's facts into its message just before the send (default: from the factory's settings).
+        self.presenter = presenter if presenter is not None else Presenter(uow_factory.settings)
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.lease = lease
@@ -449,6 +454,7 @@ class DeliveryWorker:
                 row_id=row.id,
                 chat_id=row.chat_id,
                 thread_id=row.thread_id,
+                user_id=row.user_id,
                 kind=row.kind,
                 payload=dict(row.payload),
                 attempts=row.attempts,
@@ -463,7 +469,7 @@ class DeliveryWorker:
         delivered = False
         try:
             try:
-                outcome = await self._send(job)
+                outcome = await self._render_and_send(job)
                 delivered = outcome.result == "sent"
                 if outcome.result == "retry" and not outcome.count_attempt:
                     self.limiter.pause(outcome.retry_in)
@@ -474,13 +480,30 @@ class DeliveryWorker:
             self._tasks.pop(job.row_id, None)
             self._wake.set()
 
-    async def _send(self, job: _Job) -> _Outcome:
-        markup = job.payload.get("reply_markup")
-        reply_markup = InlineKeyboardMarkup.model_validate(markup) if markup else None
+    async def _render(self, job: _Job) -> Rendered | None:
+        """The row's message: a short read unit, left before anything goes on the network."""
+        plain = self.presenter.plain(job.payload)
+        if plain is not None:
+            return plain
+        async with self.uow_factory(read_only=True) as uow:
+            return await self.presenter.render(uow, job.kind, job.payload, user_id=job.user_id)
+
+    async def _render_and_send(self, job: _Job) -> _Outcome:
+        try:
+            message = await self._render(job)
+        except Exception as exc:  # the database was unavailable, or a bug: keep the row, back off
+            log.exception("could not render outbox row %s (%s)", job.row_id, job.kind)
+            return self._retry_or_fail(job, exc)
+        if message is None:
+            return _Outcome("failed", error=GONE)
+        return await self._send(job, message)
+
+    async def _send(self, job: _Job, message: Rendered) -> _Outcome:
+        text, reply_markup = message.text, message.reply_markup
         try:
             if job.edit_message_id is not None:
                 result: Message | bool = await self.bot.edit_message_text(
-                    text=job.payload["text"],
+                    text=text,
                     chat_id=job.chat_id,
                     message_id=job.edit_message_id,
                     reply_markup=reply_markup,
@@ -489,7 +512,7 @@ class DeliveryWorker:
             else:
                 result = await self.bot.send_message(
                     chat_id=job.chat_id,
-                    text=job.payload["text"],
+                    text=text,
                     message_thread_id=job.thread_id,
                     reply_markup=reply_markup,
                     request_timeout=self.request_timeout,

@@ -16,8 +16,8 @@ from aiogram.fsm.storage.memory import MemoryStorage, SimpleEventIsolation
 
 from bot.config import Settings
 from bot.middlewares import CommandLeavesConversationMiddleware, DatabaseMiddleware, WriteUnitMiddleware
-from bot.notifications import OutboxNotifier
 from db.engine import Database
+from db.notifications import NotificationRules
 from db.uow import EventSink, UnitOfWorkFactory
 from handlers import get_routers
 
@@ -39,9 +39,10 @@ def create_bot(settings: Settings, *, session: BaseSession | None = None, token:
 def create_uow_factory(settings: Settings, database: Database, *, sink: EventSink | None = None) -> UnitOfWorkFactory:
     """The one way every interface (bot, API, jobs) gets units of work, so all emit the same events.
 
-    ``sink`` defaults to the notification outbox (``bot.notifications.OutboxNotifier``).
+    ``sink`` defaults to the core's notification rules (``db.notifications.NotificationRules``), which
+    queue facts in the outbox; ``bot.presentation`` words them when the delivery worker sends them.
     """
-    return UnitOfWorkFactory(database, settings, sink if sink is not None else OutboxNotifier(settings))
+    return UnitOfWorkFactory(database, settings, sink if sink is not None else NotificationRules(settings))
 
 
 def create_storage(settings: Settings) -> BaseStorage:

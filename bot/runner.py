@@ -13,10 +13,10 @@ from aiogram import Bot, Dispatcher
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.factory import close_dispatcher, create_bot, create_dispatcher
-from bot.reminders import ReminderJobs
 from bot.scheduler import create_scheduler, stop_scheduler
 from db.engine import open_database
 from db.migrate import upgrade
+from db.reminders import ReminderJobs
 
 if TYPE_CHECKING:
     import uvicorn

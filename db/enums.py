@@ -87,3 +87,16 @@ class OutboxStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+
+
+class DuePreset(StrEnum):
+    """Due-time buttons of the follow-up conversation (local time)."""
+
+    IN_HOUR = "h"
+    TODAY_18 = "e"
+    TOMORROW_10 = "t"
+
+
+class SnoozeUntil(StrEnum):
+    HOUR = "h"  # one hour from the press
+    TOMORROW = "t"  # tomorrow 10:00 local

@@ -10,8 +10,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.commands import command_names, set_chat_commands
 from bot.middlewares import WRITES
+from bot.presentation.views import esc
 from bot.texts import Texts, texts_for
-from bot.views import esc
 from db.enums import Role
 from db.permissions import Actor
 from db.uow import UnitOfWork

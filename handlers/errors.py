@@ -14,8 +14,8 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import ExceptionTypeFilter
 from aiogram.types import ErrorEvent
 
+from bot.presentation.views import CALLBACK_ANSWER_LIMIT, describe_error
 from bot.texts import Texts, pick_language, texts_for
-from bot.views import CALLBACK_ANSWER_LIMIT, describe_error
 from db.errors import DomainError
 
 log = logging.getLogger(__name__)

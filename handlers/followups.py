@@ -1,6 +1,6 @@
 """Follow-ups: set one from the lead card (due time, then a short text), /tasks, Done and Snooze.
 
-Snooze also serves the "lead waits in «новый»" reminders (bot/reminders.py), whose messages carry it.
+Snooze also serves the "lead waits in «новый»" reminders (db/reminders.py), whose messages carry it.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pydantic import BaseModel
 
 from bot.config import Settings
 from bot.middlewares import WRITES
-from bot.reminders import due_examples, parse_due, preset_due, presets_ahead, snooze_until
+from bot.presentation.views import CALLBACK_ANSWER_LIMIT, cut, esc, format_dt
 from bot.texts import Texts
-from bot.views import CALLBACK_ANSWER_LIMIT, cut, esc, format_dt
 from db.errors import InvalidInput
 from db.models import utcnow
 from db.permissions import Actor
+from db.reminders import due_examples, parse_due, preset_due, presets_ahead, snooze_until
 from db.repositories.followups import MAX_FOLLOWUP_TEXT
 from db.uow import UnitOfWork
 from handlers.filters import HasText, conversation_router

@@ -20,11 +20,11 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from pydantic import BaseModel, ValidationError
 
-from bot.cards import PAGE_ROWS, format_date, render_card, render_comments_page, render_history_page
 from bot.config import Settings
 from bot.middlewares import WRITES
+from bot.presentation.cards import PAGE_ROWS, format_date, render_card, render_comments_page, render_history_page
+from bot.presentation.views import CALLBACK_ANSWER_LIMIT, describe_error, esc, format_money, status_label, user_label
 from bot.texts import Texts
-from bot.views import CALLBACK_ANSWER_LIMIT, describe_error, esc, format_money, status_label, user_label
 from db import permissions
 from db.enums import LeadField, LeadStatus
 from db.errors import DomainError, Forbidden, InvalidInput, InvalidTransition, NotFound

@@ -18,8 +18,8 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
 from bot.config import Settings
+from bot.presentation.views import MESSAGE_LIMIT, cut, esc, format_phone_html, status_label
 from bot.texts import Texts
-from bot.views import MESSAGE_LIMIT, cut, esc, format_phone_html, status_label
 from db import permissions
 from db.enums import LeadStatus, Role, StatusCode
 from db.permissions import Actor

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict
 
 from bot.config import Settings
 from bot.middlewares import WRITES
+from bot.presentation.views import cut, describe_error, esc, format_money, format_phone_html, user_label
 from bot.texts import Texts
-from bot.views import cut, describe_error, esc, format_money, format_phone_html, user_label
 from db import permissions
 from db.errors import DuplicateLead, Forbidden, InvalidInput
 from db.models import User

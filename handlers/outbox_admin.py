@@ -9,8 +9,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.config import Settings
 from bot.middlewares import WRITES
+from bot.presentation.views import cut, esc, user_label
 from bot.texts import Texts
-from bot.views import cut, esc, user_label
 from db.enums import OutboxStatus
 from db.permissions import Actor
 from db.repositories.outbox import OutboxOverview

@@ -20,8 +20,8 @@ from aiogram.types import BotCommandScopeChat, CallbackQuery, InlineKeyboardMark
 from bot.commands import set_chat_commands
 from bot.config import Settings
 from bot.middlewares import WRITES
+from bot.presentation.views import cut, esc, format_dt, role_label, user_label
 from bot.texts import LANGUAGES, Texts, pick_language, texts_for
-from bot.views import cut, esc, format_dt, role_label, user_label
 from db import permissions
 from db.enums import Role
 from db.models import Invite, User

@@ -9,8 +9,8 @@ from aiogram.types import Message
 
 from bot.commands import set_chat_commands
 from bot.middlewares import WRITES, profile_of
+from bot.presentation.views import esc, role_label
 from bot.texts import Texts, pick_language, texts_for
-from bot.views import esc, role_label
 from db.enums import Role
 from db.errors import DomainError
 from db.permissions import Actor

@@ -1,7 +1,7 @@
 """The team chat's "Take" button: the first salesperson to press it gets the unassigned lead.
 
 ``uow.leads.take`` is one conditional UPDATE, so two presses at once give one owner; the loser is told
-the lead is taken. The post itself is edited by the notification outbox (``bot.notifications``): the
+the lead is taken. The post itself is edited by the notification outbox (``db.notifications``): the
 take is a reassignment event, and the event rewrites the team post to show who has the lead — the same
 way it does when a manager assigns it with /assign.
 """

@@ -8,8 +8,8 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
 from bot.middlewares import WRITES
+from bot.presentation.views import esc
 from bot.texts import Texts
-from bot.views import esc
 from db.permissions import Actor
 from db.uow import UnitOfWork
 

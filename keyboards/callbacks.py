@@ -9,7 +9,7 @@ from typing import Annotated
 from aiogram.filters.callback_data import CallbackData
 from pydantic import BeforeValidator
 
-from db.enums import Role, StatusCode
+from db.enums import DuePreset, Role, SnoozeUntil, StatusCode
 from db.ids import parse_index, parse_row_id
 
 CALLBACK_DATA_LIMIT = 64
@@ -172,14 +172,6 @@ class NewLeadCB(CallbackData, prefix="nl"):
 # ---- reminders and follow-ups ----
 
 
-class DuePreset(StrEnum):
-    """Due-time buttons of the follow-up conversation (local time)."""
-
-    IN_HOUR = "h"
-    TODAY_18 = "e"
-    TOMORROW_10 = "t"
-
-
 class FollowUpDueCB(CallbackData, prefix="fd"):
     preset: DuePreset
 
@@ -197,11 +189,6 @@ class FollowUpCB(CallbackData, prefix="fu"):
 class SnoozeTarget(StrEnum):
     LEAD = "l"  # a reminder about a lead waiting in «новый»
     FOLLOWUP = "f"
-
-
-class SnoozeUntil(StrEnum):
-    HOUR = "h"  # one hour from the press
-    TOMORROW = "t"  # tomorrow 10:00 local
 
 
 class SnoozeCB(CallbackData, prefix="sz"):

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.cards import Card
+from bot.presentation.cards import Card
+from bot.presentation.views import status_label
 from bot.texts import Texts
-from bot.views import status_label
 from db import permissions
 from db.enums import LeadField, LeadStatus
 from db.models import User

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from bot.presentation.views import status_label
 from bot.texts import Texts
-from bot.views import status_label
 from db.enums import StatusCode
 from db.models import User
 from db.repositories.leads import LeadRow

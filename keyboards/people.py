@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from bot.presentation.views import role_label
 from bot.texts import Texts
-from bot.views import role_label
 from db.enums import Role
 from db.models import User
 from keyboards.callbacks import InviteCB, UserAction, UserCB, UsersPageCB

@@ -8,13 +8,14 @@ import pytest
 from sqlalchemy import update
 
 from bot.config import Settings
-from bot.reminders import Kind, ReminderJobs
-from bot.views import MESSAGE_LIMIT
+from bot.presentation.views import MESSAGE_LIMIT
 from db.engine import open_database
 from db.enums import LeadStatus, Role
 from db.models import Lead, User
+from db.reminders import Kind, ReminderJobs
 from db.uow import UnitOfWorkFactory
 from tests.conftest import Team, add_member
+from tests.rendering import text_of
 from tests.test_followups import set_followup
 from tests.test_reminders import local, make_lead, outbox, reminder_settings
 
@@ -68,7 +69,7 @@ async def test_each_salesperson_and_rop_gets_their_digest(
     assert set(rows) == {team.seller.chat_id, team.seller2.chat_id, team.rop.chat_id}
     assert rows[team.seller.chat_id].idempotency_key == f"digest:{team.seller.id}:2025-12-01"
 
-    seller = rows[team.seller.chat_id].payload["text"]
+    seller = await text_of(uow_factory, rows[team.seller.chat_id])
     assert "01.12.2025" in seller
     assert "Новые лиды (1)" in seller and f"#{work['new']} Новый &lt;клиент&gt;" in seller
     assert "Просрочено (1)" in seller and "Просроченная" in seller
@@ -76,10 +77,10 @@ async def test_each_salesperson_and_rop_gets_their_digest(
     assert "Завтрашняя" not in seller and "Чужой" not in seller
     assert seller.index("Просроченная") < seller.index("Сегодняшняя")
 
-    other = rows[team.seller2.chat_id].payload["text"]
+    other = await text_of(uow_factory, rows[team.seller2.chat_id])
     assert "Чужой" in other and "Просрочено" not in other
 
-    team_digest = rows[team.rop.chat_id].payload["text"]
+    team_digest = await text_of(uow_factory, rows[team.rop.chat_id])
     assert "• новый: 3" in team_digest
     assert "• в работе: 1" in team_digest
     assert "• закрыт: 1" in team_digest
@@ -97,7 +98,7 @@ async def test_a_salesperson_with_nothing_to_do_gets_no_digest(
     assert await jobs.send_digests(DAY) == 1
     [row] = await outbox(uow_factory, Kind.DIGEST)
     assert row.chat_id == team.rop.chat_id
-    assert "Просрочек нет" in row.payload["text"]
+    assert "Просрочек нет" in (await text_of(uow_factory, row))
 
 
 async def test_once_a_day_and_not_before_digest_time(
@@ -129,7 +130,7 @@ async def test_a_digest_missed_at_nine_goes_out_when_the_bot_is_back(
     rows = await outbox(uow_factory, Kind.DIGEST)
     assert {row.idempotency_key.rsplit(":", 1)[1] for row in rows} == {"2025-12-01"}
     # Seen at 14:00: yesterday's follow-up is overdue, the 15:00 one still ahead today.
-    seller = next(row for row in rows if row.chat_id == team.seller.chat_id).payload["text"]
+    seller = await text_of(uow_factory, next(row for row in rows if row.chat_id == team.seller.chat_id))
     assert "Просрочено (1)" in seller and "На сегодня (1)" in seller
 
 
@@ -160,7 +161,7 @@ async def test_a_long_digest_is_cut_to_one_message_and_in_the_users_language(
         )
     await jobs.send_digests(DAY)
     [row] = [row for row in await outbox(uow_factory, Kind.DIGEST) if row.chat_id == busy.chat_id]
-    text = row.payload["text"]
+    text = await text_of(uow_factory, row)
     assert len(text) <= MESSAGE_LIMIT
     assert text.startswith("☀️ <b>Digest for 01.12.2025</b>")
     assert "New leads (40)" in text

@@ -10,11 +10,11 @@ from aiogram.methods import EditMessageText
 from sqlalchemy import select
 
 from bot.config import Settings
-from bot.reminders import Kind, ReminderJobs, local_at, parse_due, preset_due, presets_ahead
 from db.engine import open_database
 from db.enums import HistoryAction
 from db.errors import InvalidInput
 from db.models import FollowUp, LeadHistory, User, utcnow
+from db.reminders import Kind, ReminderJobs, local_at, parse_due, preset_due, presets_ahead
 from db.uow import UnitOfWorkFactory
 from keyboards.callbacks import (
     DuePreset,
@@ -29,6 +29,7 @@ from keyboards.callbacks import (
     SnoozeUntil,
 )
 from tests.conftest import Harness, Member, Team
+from tests.rendering import text_of
 from tests.test_reminders import TZ, button_data, chats, local, make_lead, outbox, reminder_settings
 
 
@@ -220,12 +221,12 @@ async def test_the_assignee_is_reminded_once_at_the_due_time(
     [row] = await outbox(uow_factory, Kind.FOLLOWUP_DUE)
     assert row.chat_id == team.seller.chat_id  # the lead's salesperson, not the manager who set it
     assert row.idempotency_key.startswith(f"followup:{followup_id}:due")
-    assert "Отправить &lt;КП&gt;" in row.payload["text"]
-    assert "&lt;Петров&gt;" in row.payload["text"]
-    assert FollowUpCB(action=FollowUpAction.DONE, followup_id=followup_id).pack() in button_data(row)
+    assert "Отправить &lt;КП&gt;" in (await text_of(uow_factory, row))
+    assert "&lt;Петров&gt;" in (await text_of(uow_factory, row))
+    assert FollowUpCB(action=FollowUpAction.DONE, followup_id=followup_id).pack() in await button_data(uow_factory, row)
     assert SnoozeCB(
         target=SnoozeTarget.FOLLOWUP, target_id=followup_id, until=SnoozeUntil.TOMORROW
-    ).pack() in button_data(row)
+    ).pack() in await button_data(uow_factory, row)
 
 
 async def test_on_an_unassigned_lead_its_creator_is_reminded(
@@ -267,8 +268,8 @@ async def test_an_overdue_followup_is_reported_to_the_rops_once(
     [row] = await outbox(uow_factory, Kind.FOLLOWUP_OVERDUE)
     assert row.chat_id == team.rop.chat_id
     assert row.idempotency_key == f"followup:{followup_id}:overdue:{team.rop.id}"
-    assert "Продажник Иванов" in row.payload["text"]
-    assert "Встреча" in row.payload["text"]
+    assert "Продажник Иванов" in (await text_of(uow_factory, row))
+    assert "Встреча" in (await text_of(uow_factory, row))
     assert len(await outbox(uow_factory, Kind.FOLLOWUP_DUE)) == 1
 
 

@@ -9,9 +9,9 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from bot.config import Settings
-from bot.reminders import ReminderJobs
 from db.engine import open_database
 from db.models import Lead, OutboxMessage, utcnow
+from db.reminders import ReminderJobs
 from db.repositories import LeadDraft
 from db.uow import UnitOfWorkFactory
 from tests.conftest import Team

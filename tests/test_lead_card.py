@@ -9,7 +9,7 @@ from typing import Any
 from aiogram.methods import EditMessageText, SendMessage
 from sqlalchemy import func, select
 
-from bot.views import format_dt
+from bot.presentation.views import format_dt
 from db.enums import HistoryAction, LeadStatus, StatusCode
 from db.models import Comment, Lead, LeadHistory, User, utcnow
 from db.repositories import LeadChanges, LeadDraft

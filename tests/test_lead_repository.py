@@ -6,14 +6,15 @@ import pytest
 from sqlalchemy import select, text
 
 from bot.config import Settings
-from bot.notifications import OutboxNotifier
 from db.engine import open_database
 from db.enums import HistoryAction, LeadStatus, OutboxStatus
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
 from db.models import OutboxMessage
+from db.notifications import NotificationRules
 from db.repositories import LeadDraft, LeadFilter
 from db.uow import UnitOfWorkFactory
 from tests.conftest import Team
+from tests.rendering import text_of
 
 
 def draft(phone: str = "+998901234567", **kw: object) -> LeadDraft:
@@ -98,7 +99,7 @@ async def test_a_created_lead_is_the_sessions_own_with_its_people(uow_factory: U
 async def test_a_refused_second_create_leaves_only_the_first_leads_rows(settings: Settings, team: Team) -> None:
     # A second create of the same phone in the same unit is refused and writes nothing of its own.
     restarted_db = open_database(settings.database.url)
-    factory = UnitOfWorkFactory(restarted_db, settings, OutboxNotifier(settings))
+    factory = UnitOfWorkFactory(restarted_db, settings, NotificationRules(settings))
     try:
         async with factory() as uow:
             lead = await uow.leads.create(team.mop.user, draft(assigned_to=team.seller.id))
@@ -109,6 +110,7 @@ async def test_a_refused_second_create_leaves_only_the_first_leads_rows(settings
         async with factory() as uow:
             history = await uow.leads.history(team.admin.user, lead.id)
             outbox = (await uow.session.scalars(select(OutboxMessage))).all()
+        texts = [await text_of(factory, row) for row in outbox]
     finally:
         await restarted_db.dispose()
     assert [(h.action, h.new_value) for h in history] == [
@@ -118,7 +120,7 @@ async def test_a_refused_second_create_leaves_only_the_first_leads_rows(settings
     assert [(row.idempotency_key, row.chat_id, row.status) for row in outbox] == [
         (f"new:{lead.id}:{team.seller.id}", team.seller.chat_id, OutboxStatus.PENDING)
     ]
-    assert f"#{lead.id}" in outbox[0].payload["text"]
+    assert f"#{lead.id}" in texts[0]
 
 
 async def test_soft_delete_frees_the_phone_and_keeps_history(uow_factory: UnitOfWorkFactory, team: Team) -> None:

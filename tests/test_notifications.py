@@ -7,7 +7,12 @@ from sqlalchemy import delete, select
 
 from bot.config import Settings
 from bot.factory import create_dispatcher
-from bot.notifications import (
+from db.engine import Database
+from db.enums import HistoryAction, LeadStatus, Role, StatusCode
+from db.errors import DuplicateLead
+from db.events import LeadCreated, LeadStatusChanged
+from db.models import OutboxMessage
+from db.notifications import (
     KIND_ASSIGNED,
     KIND_COMMENT,
     KIND_NEW_LEAD,
@@ -15,18 +20,14 @@ from bot.notifications import (
     KIND_TEAM_NEW,
     KIND_TEAM_STATUS,
     KIND_UNASSIGNED,
-    OutboxNotifier,
+    NotificationRules,
 )
-from db.engine import Database
-from db.enums import HistoryAction, LeadStatus, Role, StatusCode
-from db.errors import DuplicateLead
-from db.events import LeadCreated, LeadStatusChanged
-from db.models import OutboxMessage
 from db.repositories import LeadDraft
 from db.uow import UnitOfWorkFactory
 from keyboards.callbacks import AssignCB, LeadAction, LeadCB, LeadStatusCB
 from tests.conftest import Harness, Member, Team, add_member
-from tests.fakes import RecordingSession, buttons, make_bot
+from tests.fakes import RecordingSession, make_bot
+from tests.rendering import buttons_of, text_of
 
 TEAM_CHAT = -1001234
 TEAM_THREAD = 77
@@ -94,24 +95,17 @@ async def test_new_lead_reaches_only_its_salesperson_with_the_reference_message(
     assert [(row.chat_id, row.kind, row.user_id) for row in rows] == [
         (team.seller.chat_id, KIND_NEW_LEAD, team.seller.id)
     ]
-    text = rows[0].payload["text"]
+    text = await text_of(harness.uow_factory, rows[0])
     assert f"🎯 <b>Новый лид #{lead_id}!</b>" in text
     for part in ("Клиент: Иван Петров", "+998 90 123 45 67", "Источник: Instagram", "Бюджет: $50,000"):
         assert part in text
     assert "Назначен: Продажник Иванов" in text
-    captions = [caption for caption, _ in buttons_of(rows[0])]
+    captions = [caption for caption, _ in await buttons_of(harness.uow_factory, rows[0])]
     assert captions == ["📇 Открыть карточку", "▶️ Взять в работу"]
-    assert [data for _, data in buttons_of(rows[0])] == [
+    assert [data for _, data in await buttons_of(harness.uow_factory, rows[0])] == [
         LeadCB(action=LeadAction.OPEN, lead_id=lead_id).pack(),
         LeadStatusCB(lead_id=lead_id, code=StatusCode.IN_WORK).pack(),
     ]
-
-
-def buttons_of(row: OutboxMessage) -> list[tuple[str, str]]:
-    from aiogram.types import InlineKeyboardMarkup
-
-    markup = row.payload.get("reply_markup")
-    return buttons(InlineKeyboardMarkup.model_validate(markup)) if markup else []
 
 
 async def test_new_lead_is_in_the_salespersons_language_and_currency(
@@ -123,9 +117,12 @@ async def test_new_lead_is_in_the_salespersons_language_and_currency(
     await new_lead(harness.uow_factory, team.mop, assignee=team.seller, budget=1234.5)
 
     [row] = await outbox_rows(harness.uow_factory)
-    assert "🎯 <b>New lead #" in row.payload["text"]
-    assert "Budget: $1,234.50" in row.payload["text"]
-    assert [caption for caption, _ in buttons_of(row)] == ["📇 Open the card", "▶️ Take into work"]
+    assert "🎯 <b>New lead #" in (await text_of(harness.uow_factory, row))
+    assert "Budget: $1,234.50" in (await text_of(harness.uow_factory, row))
+    assert [caption for caption, _ in await buttons_of(harness.uow_factory, row)] == [
+        "📇 Open the card",
+        "▶️ Take into work",
+    ]
 
 
 async def test_unassigned_new_lead_without_team_chat_queues_nothing(harness: Harness, team: Team) -> None:
@@ -138,8 +135,10 @@ async def test_new_lead_goes_to_the_team_chat_topic_with_a_take_button(team_harn
 
     [row] = await outbox_rows(team_harness.uow_factory)
     assert (row.chat_id, row.thread_id, row.kind, row.user_id) == (TEAM_CHAT, TEAM_THREAD, KIND_TEAM_NEW, None)
-    assert "Не назначен" in row.payload["text"]
-    assert buttons_of(row) == [("🙋 Беру!", LeadCB(action=LeadAction.TAKE, lead_id=lead_id).pack())]
+    assert "Не назначен" in (await text_of(team_harness.uow_factory, row))
+    assert await buttons_of(team_harness.uow_factory, row) == [
+        ("🙋 Беру!", LeadCB(action=LeadAction.TAKE, lead_id=lead_id).pack())
+    ]
 
 
 async def test_assigned_new_lead_in_the_team_chat_has_no_take_button(team_harness: Harness, team: Team) -> None:
@@ -147,8 +146,8 @@ async def test_assigned_new_lead_in_the_team_chat_has_no_take_button(team_harnes
     rows = await outbox_rows(team_harness.uow_factory)
     assert chats(rows) == sorted([TEAM_CHAT, team.seller2.chat_id])
     team_row = next(row for row in rows if row.chat_id == TEAM_CHAT)
-    assert buttons_of(team_row) == []
-    assert "Назначен: Второй Продажник" in team_row.payload["text"]
+    assert await buttons_of(team_harness.uow_factory, team_row) == []
+    assert "Назначен: Второй Продажник" in (await text_of(team_harness.uow_factory, team_row))
 
 
 # ---- status changes (through the production dispatcher) ------------------------------------------------------
@@ -168,7 +167,7 @@ async def test_status_change_reaches_mops_and_rops_but_not_the_author(harness: H
     assert chats(rows) == sorted([team.rop.chat_id, team.mop.chat_id, english_mop.chat_id])
     assert inactive_rop.chat_id not in chats(rows)
     assert {row.kind for row in rows} == {KIND_STATUS}
-    by_chat = {row.chat_id: row.payload["text"] for row in rows}
+    by_chat = {row.chat_id: (await text_of(harness.uow_factory, row)) for row in rows}
     assert "новый → <b>в работе</b>" in by_chat[team.rop.chat_id]
     assert "Изменил: Продажник Иванов" in by_chat[team.rop.chat_id]
     assert "new → <b>in progress</b>" in by_chat[english_mop.chat_id]
@@ -197,7 +196,7 @@ async def test_status_change_is_posted_in_the_team_chat_with_the_refusal_reason(
     assert chats(rows) == sorted([TEAM_CHAT, team.mop.chat_id])
     team_row = next(row for row in rows if row.chat_id == TEAM_CHAT)
     assert (team_row.kind, team_row.thread_id) == (KIND_TEAM_STATUS, TEAM_THREAD)
-    assert "Причина отказа: Дорого &lt;очень&gt;" in team_row.payload["text"]
+    assert "Причина отказа: Дорого &lt;очень&gt;" in (await text_of(team_harness.uow_factory, team_row))
 
 
 # ---- reassignment -----------------------------------------------------------------------------------------
@@ -215,11 +214,14 @@ async def test_reassignment_tells_the_new_and_the_previous_salesperson(harness: 
         (team.seller.chat_id, KIND_UNASSIGNED),
     ]
     assigned, unassigned = rows
-    assert f"Вам передан лид #{lead_id}" in assigned.payload["text"]
-    assert "Передал: Моп Сидоров" in assigned.payload["text"]
-    assert [caption for caption, _ in buttons_of(assigned)] == ["📇 Открыть карточку", "▶️ Взять в работу"]
-    assert "передан другому продажнику: Второй Продажник" in unassigned.payload["text"]
-    assert buttons_of(unassigned) == []  # the card is no longer theirs to open
+    assert f"Вам передан лид #{lead_id}" in (await text_of(harness.uow_factory, assigned))
+    assert "Передал: Моп Сидоров" in (await text_of(harness.uow_factory, assigned))
+    assert [caption for caption, _ in await buttons_of(harness.uow_factory, assigned)] == [
+        "📇 Открыть карточку",
+        "▶️ Взять в работу",
+    ]
+    assert "передан другому продажнику: Второй Продажник" in (await text_of(harness.uow_factory, unassigned))
+    assert await buttons_of(harness.uow_factory, unassigned) == []  # the card is no longer theirs to open
 
 
 async def test_reassignment_of_a_lead_in_work_offers_no_take_into_work(harness: Harness, team: Team) -> None:
@@ -232,7 +234,7 @@ async def test_reassignment_of_a_lead_in_work_offers_no_take_into_work(harness: 
     await harness.click(team.rop, AssignCB(lead_id=lead_id, user_id=team.seller2.id))
 
     assigned = next(row for row in await outbox_rows(harness.uow_factory) if row.kind == KIND_ASSIGNED)
-    assert [caption for caption, _ in buttons_of(assigned)] == ["📇 Открыть карточку"]
+    assert [caption for caption, _ in await buttons_of(harness.uow_factory, assigned)] == ["📇 Открыть карточку"]
 
 
 async def test_deactivated_previous_salesperson_hears_nothing(harness: Harness, team: Team) -> None:
@@ -258,7 +260,7 @@ async def test_comment_reaches_the_salesperson_escaped(harness: Harness, team: T
 
     [row] = await outbox_rows(harness.uow_factory)
     assert (row.chat_id, row.kind) == (team.seller.chat_id, KIND_COMMENT)
-    text = row.payload["text"]
+    text = await text_of(harness.uow_factory, row)
     assert "ООО &lt;Ромашка&gt; &amp; Ко" in text
     assert "Перезвонить &lt;b&gt;завтра&lt;/b&gt; &amp; уточнить" in text
     assert "<b>завтра</b>" not in text
@@ -327,12 +329,12 @@ async def test_idempotency_keys_are_unique_and_events_are_never_queued_twice(tea
     assert len(keys) == len(set(keys))
     # Watchers (ROP is an author of none of the moves; the MOP neither) got both moves, in order.
     for chat in (team.rop.chat_id, team.mop.chat_id):
-        moves = [row.payload["text"] for row in rows if row.chat_id == chat and row.kind == KIND_STATUS]
+        moves = [await text_of(factory, row) for row in rows if row.chat_id == chat and row.kind == KIND_STATUS]
         assert len(moves) == 2
         assert "<b>в работе</b>" in moves[0] and "<b>закрыт</b>" in moves[1]
 
     # Handing the same events to the sink again (say, a retried commit) adds nothing.
-    notifier = OutboxNotifier(team_harness.settings)
+    notifier = NotificationRules(team_harness.settings)
     async with factory() as uow:
         history = await uow.leads.history(team.admin.user, lead_id)
         first_move = next(h.id for h in history if h.action == HistoryAction.STATUS_CHANGED)
@@ -348,7 +350,7 @@ async def test_a_new_lead_handed_to_the_sink_again_queues_nothing_more(team_harn
     lead_id = await new_lead(factory, team.rop, assignee=team.seller)
     first = [(row.idempotency_key, row.payload) for row in await outbox_rows(factory)]
     assert [key for key, _ in first] == [f"new:{lead_id}:{team.seller.id}", f"team:new:{lead_id}"]
-    notifier = OutboxNotifier(team_harness.settings)
+    notifier = NotificationRules(team_harness.settings)
     async with factory() as uow:
         created = (await uow.leads.history(team.admin.user, lead_id))[0].id
         await notifier(uow, [LeadCreated(lead_id, team.rop.id, created), LeadCreated(lead_id, team.rop.id, created)])

@@ -10,7 +10,7 @@ from aiogram.methods import AnswerCallbackQuery, DeleteMyCommands, SendMessage, 
 from aiogram.types import BotCommandScopeChat
 from sqlalchemy import func, select, update
 
-from bot.views import MESSAGE_LIMIT
+from bot.presentation.views import MESSAGE_LIMIT
 from db.enums import Role
 from db.models import Invite, User, utcnow
 from keyboards.callbacks import InviteCB, MenuAction, MenuCB, UserAction, UserCB, UsersPageCB

@@ -18,16 +18,17 @@ from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import ConfigError, Settings, load_settings
-from bot.reminders import Kind, ReminderJobs, in_working_hours, local_at, next_working_start
 from bot.scheduler import DIGEST_CATCH_UP_JOB, DIGEST_JOB, TICK_JOB, create_scheduler, stop_scheduler
 from db.durations import parse_clock_range, parse_duration
 from db.engine import open_database
 from db.enums import LeadStatus, Role, StatusCode
 from db.models import Lead, OutboxMessage, User, utcnow
+from db.reminders import Kind, ReminderJobs, in_working_hours, local_at, next_working_start
 from db.repositories.leads import LeadDraft
 from db.uow import UnitOfWorkFactory
 from keyboards.callbacks import LeadStatusCB, SnoozeCB, SnoozeTarget, SnoozeUntil
 from tests.conftest import Harness, Team, add_member
+from tests.rendering import buttons_of, text_of
 
 TZ = ZoneInfo("Asia/Tashkent")
 
@@ -85,9 +86,8 @@ def chats(rows: list[OutboxMessage]) -> list[int]:
     return [row.chat_id for row in rows]
 
 
-def button_data(row: OutboxMessage) -> list[str]:
-    markup: dict[str, Any] = row.payload["reply_markup"] or {}
-    return [button.get("callback_data", "") for line in markup.get("inline_keyboard", []) for button in line]
+async def button_data(uow_factory: UnitOfWorkFactory, row: OutboxMessage) -> list[str]:
+    return [data for _, data in await buttons_of(uow_factory, row)]
 
 
 def reminder_settings(settings: Settings, **reminders: Any) -> Settings:
@@ -129,13 +129,15 @@ async def test_assigned_lead_reminds_its_salesperson_repeats_and_escalates_once(
     assert first[0].kind == Kind.REMINDER
     assert first[0].idempotency_key.startswith(f"remind:{lead_id}:1:")
     assert first[0].user_id == team.seller.id
-    assert f"Лид #{lead_id}" in first[0].payload["text"]
-    assert "Напоминание №1" in first[0].payload["text"]
-    assert LeadStatusCB(lead_id=lead_id, code=StatusCode.IN_WORK).pack() in button_data(first[0])
-    assert SnoozeCB(target=SnoozeTarget.LEAD, target_id=lead_id, until=SnoozeUntil.HOUR).pack() in button_data(first[0])
-    assert SnoozeCB(target=SnoozeTarget.LEAD, target_id=lead_id, until=SnoozeUntil.TOMORROW).pack() in button_data(
-        first[0]
+    assert f"Лид #{lead_id}" in (await text_of(uow_factory, first[0]))
+    assert "Напоминание №1" in (await text_of(uow_factory, first[0]))
+    assert LeadStatusCB(lead_id=lead_id, code=StatusCode.IN_WORK).pack() in await button_data(uow_factory, first[0])
+    assert SnoozeCB(target=SnoozeTarget.LEAD, target_id=lead_id, until=SnoozeUntil.HOUR).pack() in await button_data(
+        uow_factory, first[0]
     )
+    assert SnoozeCB(
+        target=SnoozeTarget.LEAD, target_id=lead_id, until=SnoozeUntil.TOMORROW
+    ).pack() in await button_data(uow_factory, first[0])
 
     # Not again before repeat_every (4h), then again at it.
     assert await jobs.tick(local(2025, 12, 1, 15, 59)) == 0
@@ -153,8 +155,8 @@ async def test_assigned_lead_reminds_its_salesperson_repeats_and_escalates_once(
     assert chats(reminders) == [team.seller.chat_id] * 5
     assert [r.idempotency_key.split(":")[2] for r in reminders] == ["1", "2", "3", "4", "5"]
     assert chats(escalations) == [team.rop.chat_id]  # once, to the ROP only (the admin is not a ROP)
-    assert "после 3 напоминаний" in escalations[0].payload["text"]
-    assert "Продажник Иванов" in escalations[0].payload["text"]
+    assert "после 3 напоминаний" in (await text_of(uow_factory, escalations[0]))
+    assert "Продажник Иванов" in (await text_of(uow_factory, escalations[0]))
     assert len({r.idempotency_key for r in rows}) == len(rows)
     assert (await lead_row(uow_factory, lead_id)).reminder_count == 5
 
@@ -176,7 +178,7 @@ async def test_unassigned_lead_reminds_the_active_rops(
     assert sorted(chats(rows)) == sorted([team.rop.chat_id, second_rop.chat_id] * 3)
     # The ROPs are the ones reminded already: no separate escalation.
     assert {r.kind for r in rows} == {Kind.REMINDER}
-    assert all(f"Лид #{lead_id}" in r.payload["text"] for r in rows)
+    assert all([f"Лид #{lead_id}" in await text_of(uow_factory, r) for r in rows])
 
 
 async def test_lead_of_a_deactivated_salesperson_goes_to_the_rops(
@@ -219,7 +221,7 @@ async def test_escaping_of_client_names(jobs: ReminderJobs, uow_factory: UnitOfW
         name="<b>Иван</b> & Co",
     )
     await jobs.tick(local(2025, 12, 1, 12))
-    text = (await outbox(uow_factory))[0].payload["text"]
+    text = await text_of(uow_factory, (await outbox(uow_factory))[0])
     assert "&lt;b&gt;Иван&lt;/b&gt; &amp; Co" in text
     assert "<b>Иван</b>" not in text
 

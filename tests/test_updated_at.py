@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from bot.config import Settings
-from bot.reminders import ReminderJobs
+from db.reminders import ReminderJobs
 from db.repositories.leads import LeadFilter
 from db.uow import UnitOfWorkFactory
 from tests.conftest import Team

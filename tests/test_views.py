@@ -1,4 +1,4 @@
-"""bot.views and db.validation: the escaping, date and phone formats every message uses."""
+"""bot.presentation.views and db.validation: the escaping, date and phone formats every message uses."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 import pytest
 
-from bot.views import esc, format_dt
+from bot.presentation.views import esc, format_dt
 from db.validation import format_phone
 
 

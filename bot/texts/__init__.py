@@ -1,7 +1,7 @@
 """All user-visible text: one module per language, the same keys in each.
 
 ``Texts(lang).t("key", **params)`` formats one string. Params that carry user-supplied text must be
-escaped by the caller (``bot.views.esc``); the templates themselves are trusted HTML.
+escaped by the caller (``bot.presentation.views.esc``); the templates themselves are trusted HTML.
 """
 
 from __future__ import annotations

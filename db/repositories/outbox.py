@@ -1,9 +1,12 @@
 """The notification outbox: rows written in the caller's transaction, sent later by the delivery worker.
 
-A row's ``payload`` is what the worker sends (see bot/delivery.py for the full format)::
+A row's ``kind`` and ``payload`` say what to tell: the facts of a notification or reminder (written by
+``db.notifications`` and ``db.reminders``; the presentation layer words them when the row is sent), or a
+message already worded by its writer::
 
     {"text": "<b>HTML</b>", "reply_markup": {...InlineKeyboardMarkup as JSON...} | None}
-    {"edit_of": "<idempotency key of a sent row>", "text": ..., "reply_markup": ...}   # edit that message
+
+Either may carry ``"edit_of": "<idempotency key of a sent row>"``: edit that message instead of sending.
 
 ``chat_id`` / ``thread_id`` are columns, not payload. Life of a row: ``pending`` → ``sending`` (claimed,
 ``next_attempt_at`` = end of the lease) → ``sent`` | back to ``pending`` (retry later) | ``failed``.

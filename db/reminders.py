@@ -1,8 +1,11 @@
-"""The reminder jobs: leads waiting in «новый», follow-ups falling due, and the daily digest.
+"""The reminder rules (a core service): leads waiting in «новый», follow-ups falling due, the daily digest,
+and the follow-up timing the handlers use (snooze, due-time presets, typed due times).
 
-Every job takes ``now`` (aware UTC): the scheduler passes the real time, the tests a chosen one. Jobs
-never talk to Telegram: each writes outbox rows in its own unit of work, in the same transaction as
-the state change that says "this was sent", under a deterministic idempotency key. A crash before the
+The jobs decide who is reminded of what and when; they write facts (``ReminderJobs`` lists the payloads)
+and ``bot.presentation.reminders`` words them when the delivery worker sends them. Every job takes
+``now`` (aware UTC): the scheduler passes the real time, the tests a chosen one. Jobs never talk to
+Telegram: each writes outbox rows in its own unit of work, in the same transaction as the state change
+that says "this was sent", under a deterministic idempotency key. A crash before the
 commit loses both (and the next tick does it again); a restart after it finds nothing left to do.
 
 Working hours (``[reminders] working_hours`` in ``[crm] timezone``) hold back what the system starts
@@ -16,21 +19,15 @@ import logging
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from aiogram.types import InlineKeyboardMarkup
-
-from bot.config import Settings
-from bot.notifications import message_payload
-from bot.texts import Texts, pick_language, texts_for
-from bot.views import cut, esc, format_dt, format_phone_html, status_label, user_label
-from db.enums import LeadStatus
+from db.enums import DuePreset, LeadStatus, SnoozeUntil
 from db.errors import InvalidInput
 from db.models import Lead, User
 from db.repositories.followups import FollowUpItem, responsible_id
+from db.settings import CrmSection, RemindersSection
 from db.uow import UnitOfWork, UnitOfWorkFactory
-from keyboards.callbacks import DuePreset, SnoozeUntil
-from keyboards.followups import escalation_keyboard, followup_keyboard, reminder_keyboard
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +124,15 @@ def parse_due(raw: str, now: datetime, tz: ZoneInfo) -> datetime:
     return moment
 
 
-# ---- rendering -------------------------------------------------------------------------------------------
+# ---- the jobs --------------------------------------------------------------------------------------------
+
+
+class ReminderSettings(Protocol):
+    @property
+    def crm(self) -> CrmSection: ...
+
+    @property
+    def reminders(self) -> RemindersSection: ...
 
 
 def _stamp(moment: datetime) -> int:
@@ -135,16 +140,27 @@ def _stamp(moment: datetime) -> int:
 
 
 class ReminderJobs:
-    """The scheduler's jobs, bound to a unit-of-work factory and the settings."""
+    """The scheduler's jobs, bound to a unit-of-work factory and the settings.
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, settings: Settings) -> None:
+    They decide who hears what and when; each outbox row holds facts (``kind`` + payload, below), the
+    presentation layer (``bot.presentation.reminders``) words them when the row is sent. Payloads
+    (``lang``: the recipient's chosen language, None for the default)::
+
+        reminder, reminder_escalation  {"lead_id", "number", "lang"}
+        followup_due                   {"followup_id", "lead_id", "lang"}
+        followup_overdue               {"followup_id", "lead_id", "who_id", "lang"}
+        digest (a salesperson's)       {"scope": "seller", "date", "lang", "leads": [lead ids], "leads_total",
+                                        "overdue": [follow-up ids], "overdue_total", "today": [...], "today_total"}
+        digest (a head's)              {"scope": "team", "date", "lang", "statuses": {status: count},
+                                        "unassigned", "overdue": [[users.id, follow-ups, leads], ...],
+                                        "overdue_people"}
+    """
+
+    def __init__(self, uow_factory: UnitOfWorkFactory, settings: ReminderSettings) -> None:
         self.uow_factory = uow_factory
         self.settings = settings
         self.cfg = settings.reminders
         self.tz = settings.crm.tz
-
-    def _texts(self, user: User) -> Texts:
-        return texts_for(pick_language(user.language, None, self.settings.bot.default_language))
 
     def _working(self, now: datetime) -> bool:
         return in_working_hours(now, self.cfg.working_hours, self.tz)
@@ -183,47 +199,28 @@ class ReminderJobs:
         stamp = _stamp(lead.next_reminder_at)
         assignee = await uow.reminders.active_user(lead.assigned_to_id)
         heads = await uow.reminders.heads()
+        facts = {"lead_id": lead.id, "number": number}
         queued = 0
         for user in [assignee] if assignee is not None else heads:
-            texts = self._texts(user)
             queued += await self._enqueue(
-                uow,
-                f"remind:{lead.id}:{number}:{stamp}:{user.id}",
-                user,
-                Kind.REMINDER,
-                texts.t("reminders.new_lead", number=number, **self._lead_params(texts, lead)),
-                reminder_keyboard(texts, lead.id),
+                uow, f"remind:{lead.id}:{number}:{stamp}:{user.id}", user, Kind.REMINDER, facts
             )
         if assignee is not None and number == self.cfg.escalate_after:
             for head in heads:
-                texts = self._texts(head)
                 queued += await self._enqueue(
-                    uow,
-                    f"remind-escalate:{lead.id}:{stamp}:{head.id}",
-                    head,
-                    Kind.REMINDER_ESCALATION,
-                    texts.t("reminders.escalation", number=number, **self._lead_params(texts, lead)),
-                    escalation_keyboard(texts, lead.id),
+                    uow, f"remind-escalate:{lead.id}:{stamp}:{head.id}", head, Kind.REMINDER_ESCALATION, facts
                 )
         lead.reminder_count = number
         lead.next_reminder_at = now + self.cfg.repeat_every
         return queued
 
-    def _lead_params(self, texts: Texts, lead: Lead) -> dict[str, object]:
-        return {
-            "lead_id": lead.id,
-            "client": esc(lead.client_name),
-            "phone": format_phone_html(lead.phone_number),
-            "source": esc(lead.source),
-            "assignee": user_label(lead.assigned_to, texts),
-            "since": format_dt(lead.created_at, self.tz),
-        }
-
-    async def _enqueue(
-        self, uow: UnitOfWork, key: str, user: User, kind: str, text: str, markup: InlineKeyboardMarkup | None
-    ) -> int:
+    async def _enqueue(self, uow: UnitOfWork, key: str, user: User, kind: str, facts: dict[str, Any]) -> int:
         row = await uow.outbox.enqueue(
-            key=key, chat_id=user.telegram_id, kind=kind, payload=message_payload(text, markup), user_id=user.id
+            key=key,
+            chat_id=user.telegram_id,
+            kind=kind,
+            payload={**facts, "lang": user.language},
+            user_id=user.id,
         )
         return 0 if row is None else 1
 
@@ -237,15 +234,6 @@ class ReminderJobs:
                 return [user]
         return await uow.reminders.heads()
 
-    def _followup_params(self, texts: Texts, item: FollowUpItem) -> dict[str, object]:
-        return {
-            "lead_id": item.lead.id,
-            "client": esc(item.lead.client_name),
-            "phone": format_phone_html(item.lead.phone_number),
-            "text": esc(item.followup.text),
-            "due": format_dt(item.followup.due_at, self.tz),
-        }
-
     async def remind_followups(self, now: datetime) -> int:
         """Each follow-up whose time has come reminds its assignee once (again only after a snooze)."""
         async with self.uow_factory() as uow:
@@ -257,15 +245,10 @@ class ReminderJobs:
                 if item is None or not _still_due(item, now):
                     continue
                 stamp = _stamp(item.followup.due_at)
+                facts = {"followup_id": followup_id, "lead_id": item.lead.id}
                 for user in await self._followup_recipients(uow, item):
-                    texts = self._texts(user)
                     queued += await self._enqueue(
-                        uow,
-                        f"followup:{followup_id}:due:{stamp}:{user.id}",
-                        user,
-                        Kind.FOLLOWUP_DUE,
-                        texts.t("followups.due", **self._followup_params(texts, item)),
-                        followup_keyboard(texts, followup_id, item.lead.id),
+                        uow, f"followup:{followup_id}:due:{stamp}:{user.id}", user, Kind.FOLLOWUP_DUE, facts
                     )
                 item.followup.reminded_at = now
                 await uow.commit()
@@ -289,17 +272,14 @@ class ReminderJobs:
                     or item.followup.due_at > cutoff
                 ):
                     continue
-                users = await uow.reminders.users_by_id({responsible_id(item.followup, item.lead)})
-                who = users.get(responsible_id(item.followup, item.lead))
+                facts = {
+                    "followup_id": followup_id,
+                    "lead_id": item.lead.id,
+                    "who_id": responsible_id(item.followup, item.lead),
+                }
                 for head in await uow.reminders.heads():
-                    texts = self._texts(head)
                     queued += await self._enqueue(
-                        uow,
-                        f"followup:{followup_id}:overdue:{head.id}",
-                        head,
-                        Kind.FOLLOWUP_OVERDUE,
-                        texts.t("followups.overdue", who=user_label(who, texts), **self._followup_params(texts, item)),
-                        escalation_keyboard(texts, item.lead.id),
+                        uow, f"followup:{followup_id}:overdue:{head.id}", head, Kind.FOLLOWUP_OVERDUE, facts
                     )
                 item.followup.escalated_at = now
                 await uow.commit()
@@ -327,21 +307,21 @@ class ReminderJobs:
             for seller in sellers:
                 if keys[seller.id] in sent:
                     continue
-                text = await self._seller_digest(uow, seller, now, today, day_end)
-                if text is not None:
-                    queued += await self._enqueue(uow, keys[seller.id], seller, Kind.DIGEST, text, None)
+                facts = await self._seller_digest(uow, seller, now, today, day_end)
+                if facts is not None:
+                    queued += await self._enqueue(uow, keys[seller.id], seller, Kind.DIGEST, facts)
+            team: dict[str, Any] | None = None
             for head in heads:
                 if keys[head.id] not in sent:
-                    text = await self._team_digest(uow, head, now, today)
-                    queued += await self._enqueue(uow, keys[head.id], head, Kind.DIGEST, text, None)
+                    team = team if team is not None else await self._team_digest(uow, now, today)
+                    queued += await self._enqueue(uow, keys[head.id], head, Kind.DIGEST, team)
             await uow.commit()
         return queued
 
     async def _seller_digest(
         self, uow: UnitOfWork, seller: User, now: datetime, today: date, day_end: datetime
-    ) -> str | None:
+    ) -> dict[str, Any] | None:
         """Their leads in «новый», follow-ups overdue and due today; None when there is nothing."""
-        texts = self._texts(seller)
         leads, leads_total = await uow.reminders.new_leads_of(seller.id, limit=DIGEST_ITEMS)
         overdue, overdue_total = await uow.followups.open_of(seller.id, due_before=now, limit=DIGEST_ITEMS)
         later, later_total = await uow.followups.open_of(
@@ -349,71 +329,37 @@ class ReminderJobs:
         )
         if not (leads_total or overdue_total or later_total):
             return None
-        lines = [texts.t("digest.seller.header", date=today.strftime("%d.%m.%Y"))]
-        if leads_total:
-            lines += ["", texts.t("digest.seller.new", count=leads_total)]
-            lines += [
-                texts.t(
-                    "digest.lead_item",
-                    lead_id=lead.id,
-                    client=esc(lead.client_name),
-                    source=esc(lead.source),
-                    since=format_dt(lead.created_at, self.tz),
-                )
-                for lead in leads
-            ]
-            lines += _more(texts, leads_total - len(leads))
-        for title, items, total in (
-            ("digest.seller.overdue", overdue, overdue_total),
-            ("digest.seller.today", later, later_total),
-        ):
-            if total:
-                lines += ["", texts.t(title, count=total)]
-                lines += [texts.t("digest.followup_item", **self._followup_params(texts, item)) for item in items]
-                lines += _more(texts, total - len(items))
-        return cut("\n".join(lines))
+        return {
+            "scope": "seller",
+            "date": today.isoformat(),
+            "leads": [lead.id for lead in leads],
+            "leads_total": leads_total,
+            "overdue": [item.followup.id for item in overdue],
+            "overdue_total": overdue_total,
+            "today": [item.followup.id for item in later],
+            "today_total": later_total,
+        }
 
-    async def _team_digest(self, uow: UnitOfWork, head: User, now: datetime, today: date) -> str:
-        """Counts by status and the people with overdue work."""
-        texts = self._texts(head)
+    async def _team_digest(self, uow: UnitOfWork, now: datetime, today: date) -> dict[str, Any]:
+        """Counts by status and the people with overdue work (the most behind first)."""
         counts = await uow.reminders.status_counts()
-        lines = [texts.t("digest.team.header", date=today.strftime("%d.%m.%Y")), "", texts.t("digest.team.statuses")]
-        lines += [
-            texts.t("digest.team.status_item", status=status_label(texts, status), count=counts.get(status, 0))
-            for status in LeadStatus
-        ]
-        unassigned = await uow.reminders.unassigned_new()
-        if unassigned:
-            lines.append(texts.t("digest.team.unassigned", count=unassigned))
         followups = await uow.followups.overdue_by_person(now)
         waiting = await uow.reminders.waiting_new_by_assignee(now - self.cfg.new_lead_after)
         people = await uow.reminders.users_by_id(set(followups) | set(waiting))
-        lines.append("")
-        if not people:
-            lines.append(texts.t("digest.team.no_overdue"))
-        else:
-            lines.append(texts.t("digest.team.overdue"))
-            ranked = sorted(people.values(), key=lambda u: (-(followups.get(u.id, 0) + waiting.get(u.id, 0)), u.id))
-            lines += [
-                texts.t(
-                    "digest.team.overdue_item",
-                    name=user_label(user, texts),
-                    followups=followups.get(user.id, 0),
-                    leads=waiting.get(user.id, 0),
-                )
-                for user in ranked[:DIGEST_ITEMS]
-            ]
-            lines += _more(texts, len(ranked) - DIGEST_ITEMS)
-        return cut("\n".join(lines))
+        ranked = sorted(people, key=lambda uid: (-(followups.get(uid, 0) + waiting.get(uid, 0)), uid))
+        return {
+            "scope": "team",
+            "date": today.isoformat(),
+            "statuses": {str(status): counts.get(status, 0) for status in LeadStatus},
+            "unassigned": await uow.reminders.unassigned_new(),
+            "overdue": [[uid, followups.get(uid, 0), waiting.get(uid, 0)] for uid in ranked[:DIGEST_ITEMS]],
+            "overdue_people": len(ranked),
+        }
 
 
 def _still_due(item: FollowUpItem, now: datetime) -> bool:
     followup = item.followup
     return followup.done_at is None and followup.reminded_at is None and followup.due_at <= now
-
-
-def _more(texts: Texts, rest: int) -> list[str]:
-    return [texts.t("digest.more", count=rest)] if rest > 0 else []
 
 
 def presets_ahead(now: datetime, tz: ZoneInfo) -> list[DuePreset]:

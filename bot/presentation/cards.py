@@ -12,8 +12,17 @@ from datetime import date
 from zoneinfo import ZoneInfo
 
 from bot.config import CrmSection
+from bot.presentation.views import (
+    MESSAGE_LIMIT,
+    cut,
+    esc,
+    format_dt,
+    format_money,
+    format_phone_html,
+    status_label,
+    user_label,
+)
 from bot.texts import Texts
-from bot.views import MESSAGE_LIMIT, cut, esc, format_dt, format_money, format_phone_html, status_label, user_label
 from db.enums import HistoryAction, LeadStatus
 from db.models import Comment, LeadHistory, User, utcnow
 from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow
