@@ -1,7 +1,8 @@
 """Turns exceptions into a clear answer: nothing reaches the user as silence.
 
-The update's transaction has already been rolled back by the time these run, so "nothing changed"
-is true whenever they speak.
+What the update had not committed is rolled back by the time these run. An update commits before its
+first request to Telegram (``bot.middlewares``), and handlers change things before they answer, so a
+refusal or an error found while working still means "nothing changed".
 """
 
 from __future__ import annotations
