@@ -18,7 +18,7 @@ from api.access import AccessLog, ForwardedClient
 from api.edge import WEBHOOK_SECRET_HEADER
 from api.routes import health, leads, webhooks
 from api.routes.webhooks import REPLAYED_HEADER
-from api.throttle import FailureLimiter, MemoryFailureLimiter
+from api.throttle import FailureLimiter, MemoryFailureLimiter, RedisFailureLimiter
 from bot.config import ConfigError, Settings, check_webhook_secret
 from bot.factory import create_uow_factory
 from db.engine import Database
@@ -58,7 +58,8 @@ class JsonCORSMiddleware(CORSMiddleware):
 
 
 def create_app(settings: Settings, database: Database, *, limiter: FailureLimiter | None = None) -> FastAPI:
-    """The API. ``limiter`` counts failed authentications (``api.throttle``): in memory by default."""
+    """The API. ``limiter`` counts failed authentications (``api.throttle``): in Redis when ``[redis] url``
+    is set (shared by every instance), else in memory."""
     for name, secret in settings.api.webhook_secrets.items():
         # Also when the settings were built without validation: a weak secret never serves a request.
         try:
@@ -69,7 +70,13 @@ def create_app(settings: Settings, database: Database, *, limiter: FailureLimite
     app.state.settings = settings
     # Through the composition root, so HTTP changes emit the same events/notifications as the bot's.
     app.state.uow_factory = create_uow_factory(settings, database)
-    app.state.failure_limiter = MemoryFailureLimiter.from_settings(settings.api) if limiter is None else limiter
+    if limiter is None:
+        limiter = (
+            RedisFailureLimiter.from_settings(settings.api, settings.redis.url)
+            if settings.redis.url
+            else MemoryFailureLimiter.from_settings(settings.api)
+        )
+    app.state.failure_limiter = limiter
     errors.install(app)
     app.include_router(health.router)
     app.include_router(leads.router)
@@ -107,6 +114,13 @@ def _integer_bounds(node: Any) -> None:
     elif isinstance(node, list):
         for child in node:
             _integer_bounds(child)
+
+
+async def close_app(app: FastAPI) -> None:
+    """Let go of what the app holds beyond the database (the shared failure counts' connection)."""
+    close = getattr(app.state.failure_limiter, "close", None)
+    if close is not None:
+        await close()
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -19,16 +19,17 @@ if TYPE_CHECKING:
 
 
 async def serve_api(settings: Settings) -> None:
-    from api.app import build_server, create_app
+    from api.app import build_server, close_app, create_app
     from db.engine import open_database
     from db.migrate import upgrade
 
     database = open_database(settings.database.url, echo=settings.database.echo)
     await upgrade(database.write_engine)
+    app = create_app(settings, database)
     try:
-        server = build_server(create_app(settings, database), settings)
-        await server.serve()
+        await build_server(app, settings).serve()
     finally:
+        await close_app(app)
         await database.dispose()
 
 

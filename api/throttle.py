@@ -6,22 +6,24 @@ checking them would let the guessing go on. Only presented and wrong credentials
 none is a plain 401 and costs nothing.
 
 ``FailureLimiter`` is the seam: ``MemoryFailureLimiter`` keeps the counts in this process (enough for
-one process; each process of several counts alone). A shared store implements the same two methods,
-e.g. with Redis: ``ZADD key now now`` + ``ZREMRANGEBYSCORE key 0 now-window`` + ``EXPIRE key window``
-per failure, ``ZRANGE key 0 0 WITHSCORES`` and ``ZCARD`` to decide. Pass it as
-``create_app(..., limiter=...)``.
+one process); ``RedisFailureLimiter`` keeps them in Redis, shared by every instance, and is what
+``create_app`` uses when ``[redis] url`` is set.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot.config import ApiSection
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 class FailureLimiter(Protocol):
@@ -90,6 +92,53 @@ class MemoryFailureLimiter:
 
     def __len__(self) -> int:
         return len(self._failures)
+
+
+class RedisFailureLimiter:
+    """The same rule as ``MemoryFailureLimiter``, with the failures in Redis: one sorted set per client
+    (scores are failure times, trimmed to the window, expiring with it), shared by every instance."""
+
+    def __init__(self, redis: Redis, limit: int, window: float, *, prefix: str = "leadbot:auth-failures") -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("limit and window must be positive")
+        self.redis = redis
+        self.limit = limit
+        self.window = window
+        self.prefix = prefix
+
+    @classmethod
+    def from_settings(cls, api: ApiSection, url: str) -> RedisFailureLimiter:
+        from redis.asyncio import Redis
+
+        return cls(Redis.from_url(url), api.auth_failures, api.auth_failure_window.total_seconds())
+
+    def _key(self, client: str) -> str:
+        return f"{self.prefix}:{client}"
+
+    async def retry_after(self, client: str) -> int | None:
+        # Redis's own clock, so every instance measures the window alike.
+        seconds, micros = await self.redis.time()
+        now = seconds + micros / 1_000_000
+        key = self._key(client)
+        await self.redis.zremrangebyscore(key, 0, now - self.window)
+        recent = await self.redis.zrange(key, -self.limit, -1, withscores=True)
+        if len(recent) < self.limit:
+            return None
+        until = float(recent[0][1]) + self.window
+        return max(1, math.ceil(until - now))
+
+    async def failed(self, client: str) -> None:
+        seconds, micros = await self.redis.time()
+        now = seconds + micros / 1_000_000
+        key = self._key(client)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {f"{now}:{secrets.token_hex(4)}": now})
+            pipe.zremrangebyscore(key, 0, now - self.window)
+            pipe.expire(key, math.ceil(self.window) + 1)
+            await pipe.execute()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
 
 
 def client_key(host: str | None) -> str:

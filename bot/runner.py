@@ -20,6 +20,7 @@ from db.reminders import ReminderJobs
 
 if TYPE_CHECKING:
     import uvicorn
+    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,14 @@ async def run_bot(
     delivery = DeliveryWorker(bot, dispatcher["uow_factory"], settings.notifications)
     scheduler = create_scheduler(settings, ReminderJobs(dispatcher["uow_factory"], settings))
     api_server: uvicorn.Server | None = None
+    api_app: FastAPI | None = None
     api_task: asyncio.Task[None] | None = None
     if settings.api.enabled:
         # The HTTP API in the same event loop and over the same database; polling owns the signals.
         from api.app import build_server, create_app
 
-        api_server = build_server(create_app(settings, database), settings, embedded=True)
+        api_app = create_app(settings, database)
+        api_server = build_server(api_app, settings, embedded=True)
         api_task = asyncio.create_task(api_server.serve(), name="leadbot-api")
     try:
         me = await bot.get_me()
@@ -66,9 +69,12 @@ async def run_bot(
         # Finish the notifications on their way before the session closes (nothing is left "sending").
         await delivery.stop()
         stop_scheduler(scheduler)
-        if api_server is not None and api_task is not None:
+        if api_server is not None and api_task is not None and api_app is not None:
+            from api.app import close_app
+
             api_server.should_exit = True
             await api_task
+            await close_app(api_app)
         await bot.session.close()
         await close_dispatcher(dispatcher)
         await database.dispose()
