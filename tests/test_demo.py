@@ -60,6 +60,15 @@ async def page(demo: RunningDemo) -> AsyncIterator[httpx.AsyncClient]:
         ("stray</b> close", "stray&lt;/b&gt; close"),
         ("<b><i>nested</b> after", "<b><i>nested</i></b> after"),
         ("<!-- c --><br/>", "&lt;!-- c --&gt;&lt;br/&gt;"),
+        (
+            "Ссылка:\nhttps://t.me/Bot?start=a_B-1.",
+            'Ссылка:\n<a href="https://t.me/Bot?start=a_B-1" target="_blank" rel="noopener noreferrer">'
+            "https://t.me/Bot?start=a_B-1</a>.",
+        ),
+        (
+            'http://x.y/"><script>',
+            '<a href="http://x.y/" target="_blank" rel="noopener noreferrer">http://x.y/</a>"&gt;&lt;script&gt;',
+        ),
     ],
 )
 def test_the_page_renders_telegram_html_and_escapes_everything_else(sent: str, shown: str) -> None:
