@@ -132,14 +132,19 @@ async def seed(database: Database, *, reminders_start: timedelta = timedelta(min
         sellers = [users[SELLER_A.telegram_id], users[SELLER_B.telegram_id]]
         phones: set[str] = set()
         waiting = 0
-        for index, client in enumerate(_CLIENTS):
+        # A handful of leads from today, the rest over the month; inserted oldest first, so the ids follow
+        # time as they would have (the list shows the newest, today's, first).
+        ages = [
+            timedelta(minutes=20 + 37 * index) if index < 6 else timedelta(hours=rng.randrange(8, 30 * 24))
+            for index in range(len(_CLIENTS))
+        ]
+        for index in sorted(range(len(_CLIENTS)), key=lambda i: ages[i], reverse=True):
+            client = _CLIENTS[index]
             phone = _phone(rng)
             while phone in phones:
                 phone = _phone(rng)
             phones.add(phone)
-            # The newest leads come first in the list: a handful from today, the rest over the month.
-            age = timedelta(minutes=20 + 37 * index) if index < 6 else timedelta(hours=rng.randrange(8, 30 * 24))
-            created = now - age
+            created = now - ages[index]
             creator = rng.choice(creators)
             status = _status(index, rng)
             assignee = None if status is LeadStatus.NEW and index % 3 == 0 else sellers[index % 2]
