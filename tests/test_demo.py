@@ -211,6 +211,11 @@ async def test_the_page_refuses_what_a_person_cannot_do(page: httpx.AsyncClient)
     assert (await page.post(f"/demo/api/chat/{MOP.telegram_id}/send", json={"text": "  "})).status_code == 400
     forged = await page.post(f"/demo/api/chat/{MOP.telegram_id}/press", json={"message_id": 1, "data": "ld:D:1"})
     assert forged.status_code == 404
+    # Another site in the same browser: a plain form post, or a DNS name pointing at 127.0.0.1.
+    as_form = await page.post(f"/demo/api/chat/{MOP.telegram_id}/send", content=b'{"text": "/new"}')
+    assert as_form.status_code == 415
+    rebound = await page.get("/demo/api/changes", headers={"Host": "attacker.example:8765"})
+    assert rebound.status_code == 421
 
 
 # ---- the installed command ----------------------------------------------------------------------------

@@ -153,7 +153,7 @@ class DemoTelegram:
         return f"http://127.0.0.1:{self.port}"
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=_MAX_FILE_BYTES * 2)
+        app = web.Application(client_max_size=_MAX_FILE_BYTES * 2, middlewares=[self._local_only])
         app.router.add_route("*", "/bot{token}/{method}", self._bot_api)
         app.router.add_get("/", self._page)
         app.router.add_get("/demo/api/people", self._people)
@@ -179,6 +179,21 @@ class DemoTelegram:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @web.middleware
+    async def _local_only(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Answer only requests addressed to this machine by name: another site open in the same browser
+        can neither reach the page through a DNS name pointing here (rebinding) nor post to it as a form."""
+        if request.host.rsplit(":", 1)[0].strip("[]") not in ("127.0.0.1", "localhost", "::1"):
+            raise web.HTTPMisdirectedRequest(text="the demo answers on 127.0.0.1 only")
+        if (
+            request.method == "POST"
+            and request.path.startswith("/demo/")
+            and request.content_type != "application/json"
+        ):
+            raise web.HTTPUnsupportedMediaType(text="expected application/json")
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def _next_rev(self) -> int:
         self.rev = next(self._rev)
