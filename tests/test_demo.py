@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -260,3 +261,31 @@ async def test_leadbot_demo_prints_its_address_serves_the_page_and_stops_on_ctrl
     assert process.returncode == 0, err.decode()[-2000:]
     assert "Traceback" not in err.decode()
     assert await asyncio.to_thread(os.listdir, tmp_path) == []  # nothing left behind: the database was temporary
+
+
+@pytest.mark.skipif(LEADBOT is None, reason="the leadbot command is not installed (pip install -e .)")
+async def test_leadbot_demo_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    assert LEADBOT is not None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {key: value for key, value in os.environ.items() if not key.startswith("LEADBOT_")}
+        process = await asyncio.create_subprocess_exec(
+            LEADBOT,
+            "demo",
+            "--port",
+            str(port),
+            "--no-browser",
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        async with asyncio.timeout(90):
+            _out, err = await process.communicate()
+    assert process.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert f"cannot start the demo on 127.0.0.1:{port}" in lines[-1]
+    assert "Traceback" not in err.decode()

@@ -129,6 +129,7 @@ async def test_an_admin_invites_a_salesperson_who_gets_a_new_lead_and_takes_it_i
     await _as(page, newcomer.telegram_id)
     await _last_bot_says(page, f"Новый лид #{lead_id}")
     await _tap(page, "Взять в работу")
+    await expect(page.locator("#toasts .toast").last).to_contain_text("в работе", timeout=TIMEOUT)
 
     status = await _wait_for_status(demo, lead_id, LeadStatus.IN_WORK)
     assert status == LeadStatus.IN_WORK
