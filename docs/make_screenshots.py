@@ -68,7 +68,9 @@ async def take(out: Path) -> None:
     async with running_demo(0) as demo, async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            context = await browser.new_context(viewport={"width": 1100, "height": 860}, locale="ru-RU")
+            context = await browser.new_context(
+                viewport={"width": 1100, "height": 860}, locale="ru-RU", timezone_id="Asia/Tashkent"
+            )
             page = await context.new_page()
             await page.goto(demo.url)
 
