@@ -91,8 +91,19 @@ async def test_an_admin_invites_a_salesperson_who_gets_a_new_lead_and_takes_it_i
 ) -> None:
     newcomer = NEWCOMERS[0]
 
-    # --- the admin invites a salesperson; the newcomer opens the link and joins ---
+    # --- a button left behind by a conversation answers with an alert box ---
     await _as(page, ADMIN.telegram_id)
+    await _type(page, "/new")
+    await _last_bot_says(page, "Как зовут клиента")
+    await _type(page, "/leads")
+    await _last_bot_says(page, "Лиды")
+    await _tap(page, "Отмена")
+    await expect(page.locator("#alert")).to_be_visible(timeout=TIMEOUT)
+    await expect(page.locator("#alert-text")).to_contain_text("устарела")
+    await page.click("#alert-ok")
+    await expect(page.locator("#alert")).to_be_hidden()
+
+    # --- the admin invites a salesperson; the newcomer opens the link and joins ---
     await _type(page, "/invite seller")
     await _last_bot_says(page, "Приглашение в команду")
     await page.locator("#messages .msg.bot a[href*='?start=']").last.click()
