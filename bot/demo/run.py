@@ -92,14 +92,15 @@ async def running_demo(port: int = 0, *, handle_signals: bool = False) -> AsyncI
     server = DemoTelegram(DEMO_TOKEN, demo_people(), bot_id=DEMO_BOT_ID, bot_username=DEMO_BOT_USERNAME)
     with tempfile.TemporaryDirectory(prefix="leadbot-demo-") as folder:
         database_url = f"sqlite+aiosqlite:///{Path(folder) / 'demo.db'}"
-        database = open_database(database_url)
         try:
-            await upgrade(database.write_engine)
-            await seed(database)
-        finally:
-            await database.dispose()
-        await server.start(port)
-        try:
+            # The port first: a taken one is reported before anything else is done.
+            await server.start(port)
+            database = open_database(database_url)
+            try:
+                await upgrade(database.write_engine)
+                await seed(database)
+            finally:
+                await database.dispose()
             settings = demo_settings(database_url, server.base_url)
             started: asyncio.Future[Dispatcher] = asyncio.get_running_loop().create_future()
             task = asyncio.create_task(run_bot(settings, handle_signals=handle_signals, started=started))
