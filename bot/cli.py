@@ -114,6 +114,31 @@ def doctor_command(settings: Settings, _args: argparse.Namespace) -> int:
     return asyncio.run(run_checks(settings, out=sys.stdout))
 
 
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8765, help="the page's port on 127.0.0.1 (0: any free one)")
+    parser.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
+
+
+@command(
+    "demo",
+    "try the bot without Telegram: the real bot, a seeded temporary database, a chat page on 127.0.0.1",
+    _demo_arguments,
+)
+def demo_command(_settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.demo.run import serve
+
+    if not 0 <= args.port <= 65535:
+        raise CommandError("error: --port must be 0 to 65535", 2)
+    print("demo: its own settings and a temporary database; the config file is not used", file=sys.stderr)
+    try:
+        asyncio.run(serve(args.port, open_browser=not args.no_browser))
+    except OSError as exc:
+        raise CommandError(f"error: cannot start the demo on 127.0.0.1:{args.port}: {exc.strerror or exc}", 2) from None
+    return 0
+
+
 def _load_plugins() -> None:
     # Subcommands defined beside their features register themselves on import.
     for module in ("api.cli",):
