@@ -29,6 +29,7 @@ from pydantic_settings import (
 from db.durations import Duration
 from db.settings import (
     AccessSection,
+    AssignmentSection,
     CrmSection,
     DatabaseSection,
     NotificationsSection,
@@ -196,6 +197,7 @@ class Settings(BaseSettings):
     crm: CrmSection = Field(default_factory=CrmSection)
     notifications: NotificationsSection = Field(default_factory=NotificationsSection)
     reminders: RemindersSection = Field(default_factory=RemindersSection)
+    assignment: AssignmentSection = Field(default_factory=AssignmentSection)
     api: ApiSection = Field(default_factory=ApiSection)
     redis: RedisSection = Field(default_factory=RedisSection)
 

@@ -77,6 +77,8 @@ class User(Base):
     # Set when Telegram answered 403 (blocked the bot / left); cleared when the user writes again.
     unreachable_since: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # On leave: keeps their leads but gets no new ones from automatic assignment.
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     @property
     def full_name(self) -> str:
@@ -197,6 +199,18 @@ class FollowUp(Base):
     done_at: Mapped[datetime | None]
     reminded_at: Mapped[datetime | None]
     escalated_at: Mapped[datetime | None]
+
+
+class AssignmentCursor(Base):
+    """Round-robin state, one row per scope ("all", or "source:<name>" for a source's own list): who got
+    the last automatic assignment. Read and written under the lead's write unit, so it survives restarts
+    and two instances take turns on it (the row is locked on PostgreSQL; SQLite has one writer)."""
+
+    __tablename__ = "assignment_cursors"
+
+    scope: Mapped[str] = mapped_column(String(96), primary_key=True)
+    last_user_id: Mapped[int | None] = mapped_column(ID, ForeignKey("users.id"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class OutboxMessage(Base):

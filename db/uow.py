@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.assignment import AutoAssigner
 from db.engine import Database
 from db.events import DomainEvent
 from db.repositories import InviteRepository, LeadRepository, UserRepository
@@ -23,7 +24,7 @@ from db.repositories.followups import FollowUpRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.reminders import ReminderRepository
 from db.repositories.tokens import ApiTokenRepository, IdempotencyRepository
-from db.settings import AccessSection, CrmSection
+from db.settings import AccessSection, AssignmentSection, CrmSection
 
 
 class CoreSettings(Protocol):
@@ -34,6 +35,9 @@ class CoreSettings(Protocol):
 
     @property
     def crm(self) -> CrmSection: ...
+
+    @property
+    def assignment(self) -> AssignmentSection: ...
 
 
 class EventSink(Protocol):
@@ -56,7 +60,8 @@ class UnitOfWork:
         self.committed = False
         self.users = UserRepository(session, settings.access)
         self.invites = InviteRepository(session, settings.access)
-        self.leads = LeadRepository(session, settings.crm, self.events)
+        self.assigner = AutoAssigner(session, settings.assignment, settings.crm)
+        self.leads = LeadRepository(session, settings.crm, self.events, self.assigner)
         self.outbox = OutboxRepository(session)
         self.followups = FollowUpRepository(session)
         self.reminders = ReminderRepository(session)

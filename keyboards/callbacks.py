@@ -143,6 +143,8 @@ class UserAction(StrEnum):
     SET_ROLE = "r"
     DEACTIVATE = "d"
     ACTIVATE = "a"
+    PAUSE = "p"  # on leave: no new leads from automatic assignment
+    RESUME = "u"
 
 
 class UserCB(CallbackData, prefix="us"):

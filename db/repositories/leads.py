@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from db import permissions
+from db.assignment import AutoAssigner
 from db.enums import FORWARD_MOVES, REOPEN_MOVES, HistoryAction, LeadField, LeadStatus, Role
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
@@ -289,10 +290,17 @@ def _build_list_query(names: tuple[str, ...], unassigned: bool) -> Select[Any]:
 
 
 class LeadRepository:
-    def __init__(self, session: AsyncSession, crm: CrmSection, events: list[DomainEvent]) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        crm: CrmSection,
+        events: list[DomainEvent],
+        assigner: AutoAssigner | None = None,
+    ) -> None:
         self.session = session
         self.crm = crm
         self.events = events
+        self.assigner = assigner
 
     # ---- reading -------------------------------------------------------------------------------------
 
@@ -503,7 +511,12 @@ class LeadRepository:
             existing = await self.find_live_by_phone(phone)
             raise DuplicateLead(phone, existing.id if existing else 0) from None
 
-    async def create(self, actor: Actor, draft: LeadDraft) -> Lead:
+    async def create(self, actor: Actor, draft: LeadDraft, *, announce: bool = True) -> Lead:
+        """A new lead with its history. Unassigned, it goes to the automatic assignment (if on).
+
+        ``announce=False``: no LeadCreated event, hence no notification of its own (an import sends one
+        summary per salesperson instead).
+        """
         if not permissions.can_create(actor):
             raise Forbidden("create")
         name = clean_name(draft.client_name)
@@ -539,10 +552,23 @@ class LeadRepository:
         history = [_history_values(lead_id, actor, HistoryAction.CREATED, None, LeadStatus.NEW.value, at=now)]
         if assignee is not None:
             history.append(_history_values(lead_id, actor, HistoryAction.ASSIGNED, None, assignee.full_name, at=now))
+        elif self.assigner is not None and self.assigner.enabled:
+            # Picked once the lead exists, so a duplicate phone never moves the turn on. The history row
+            # has no author: the system assigned it ("assigned automatically").
+            picked = await self.assigner.pick(source, now=now)
+            if picked is not None:
+                await self.session.execute(
+                    update(Lead)
+                    .where(Lead.id == lead_id)
+                    .values(assigned_to_id=picked.id)
+                    .execution_options(synchronize_session=False)
+                )
+                history.append(_history_values(lead_id, None, HistoryAction.ASSIGNED, None, picked.full_name, at=now))
         history_ids = list(await self.session.scalars(insert(_HISTORY_TABLE).returning(LeadHistory.id), history))
         lead = await self.session.get(Lead, lead_id)
         assert lead is not None
-        self.events.append(LeadCreated(lead_id, actor.id, history_ids[0]))
+        if announce:
+            self.events.append(LeadCreated(lead_id, actor.id, history_ids[0]))
         return lead
 
     async def update(self, actor: Actor, lead_id: int, changes: LeadChanges) -> Lead:
