@@ -476,6 +476,10 @@ class LeadRepository:
         await self.session.flush()
         return entry.id
 
+    def check_source(self, source: str) -> str:
+        """The configured source ``source`` names (case aside), or InvalidInput."""
+        return self._check_source(source)
+
     def _check_source(self, source: str) -> str:
         source = (source or "").strip()
         for known in self.crm.sources:
