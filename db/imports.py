@@ -62,6 +62,7 @@ class RowResult:
     column: Column | None = None
     reason: str | None = None  # a stable key, as InvalidInput's (``phone_invalid``, ``source_unknown``…)
     message: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # the InvalidInput's, for its wording
     lead_id: int | None = None  # the lead created, or the live lead it duplicates
     duplicate_of_row: int | None = None
     assigned_to_id: int | None = None
@@ -143,7 +144,7 @@ async def _create(leads: LeadRepository, actor: Actor, row: RowResult) -> None:
     except DuplicateLead as exc:
         row.outcome, row.lead_id = Outcome.DUPLICATE, exc.existing_lead_id
     except InvalidInput as exc:  # e.g. the salesperson was deactivated since the preview
-        row.outcome, row.reason, row.message = Outcome.INVALID, exc.reason, exc.message
+        row.outcome, row.reason, row.message, row.params = Outcome.INVALID, exc.reason, exc.message, exc.params
         row.column = _COLUMN_OF.get(exc.field)
     else:
         row.outcome, row.lead_id, row.assigned_to_id = Outcome.CREATED, lead.id, lead.assigned_to_id
@@ -220,7 +221,7 @@ def _check_row(leads: LeadRepository, raw: SheetRow, people: _People) -> RowResu
         column = Column.SALESPERSON
         assignee = people.find(values.get(Column.SALESPERSON, ""))
     except InvalidInput as exc:
-        row.column, row.reason, row.message = column, exc.reason, exc.message
+        row.column, row.reason, row.message, row.params = column, exc.reason, exc.message, exc.params
         return row
     row.client_name, row.phone_number, row.outcome = name, phone, Outcome.CREATE
     row.draft = LeadDraft(name, phone, source, budget, notes, assignee.id if assignee else None)

@@ -186,6 +186,17 @@ class FollowUpDueCB(CallbackData, prefix="fd"):
     preset: DuePreset
 
 
+class ImportAction(StrEnum):
+    RUN = "r"
+    CANCEL = "x"
+
+
+class ImportCB(CallbackData, prefix="im"):
+    """A button under an import's preview; the file itself is in the conversation's state."""
+
+    action: ImportAction
+
+
 class FollowUpAction(StrEnum):
     DONE = "d"
 
