@@ -16,7 +16,7 @@ from starlette.responses import Response
 from api import errors
 from api.access import AccessLog, ForwardedClient
 from api.edge import WEBHOOK_SECRET_HEADER
-from api.routes import health, leads, webhooks
+from api.routes import health, imports, leads, webhooks
 from api.routes.webhooks import REPLAYED_HEADER
 from api.throttle import FailureLimiter, MemoryFailureLimiter
 from bot.config import ConfigError, Settings, check_webhook_secret
@@ -72,6 +72,7 @@ def create_app(settings: Settings, database: Database, *, limiter: FailureLimite
     app.state.failure_limiter = MemoryFailureLimiter.from_settings(settings.api) if limiter is None else limiter
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(imports.router)
     app.include_router(leads.router)
     app.include_router(webhooks.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

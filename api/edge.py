@@ -41,10 +41,13 @@ from api.errors import (
 from api.throttle import FailureLimiter, client_key
 from bot.config import ApiSection, Settings
 from db.models import User
+from db.spreadsheets import MAX_FILE_BYTES
 from db.uow import UnitOfWorkFactory
 
 _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
+# What a multipart upload adds around its file: boundaries and part headers.
+MULTIPART_ROOM = 64 * 1024
 
 
 class _ClientGone(Exception):
@@ -119,6 +122,10 @@ class EdgeRoute(APIRoute):
     async def authenticate(self, request: Request) -> None:
         """Nobody to check (the health check, the schema)."""
 
+    def body_limit(self, api: ApiSection) -> int:
+        """The largest body this route reads."""
+        return api.max_body_bytes
+
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.methods and scope["method"] not in self.methods:
             raise HTTPException(405, headers={"Allow": allowed_methods(scope)})
@@ -142,7 +149,7 @@ class EdgeRoute(APIRoute):
                     if _has_body(request):  # refused unread: the connection cannot carry another request
                         refusal.headers = {**(refusal.headers or {}), "Connection": "close"}
                     raise
-                body = await read_body(request, receive, api.max_body_bytes, api.body_timeout.total_seconds())
+                body = await read_body(request, receive, self.body_limit(api), api.body_timeout.total_seconds())
                 await super().handle(scope, _replay(body, receive), send_watched)
         except _ClientGone:
             return
@@ -211,6 +218,14 @@ class BearerRoute(EdgeRoute):
         if user is None:
             raise await _failed(request, "the token is invalid or revoked, or its user was deactivated")
         request.state.actor = user
+
+
+class UploadRoute(BearerRoute):
+    """A bearer route taking a file (the spreadsheet import): its body may be as large as the largest file
+    accepted, plus room for a multipart envelope, even when ``[api] max_body_bytes`` is smaller."""
+
+    def body_limit(self, api: ApiSection) -> int:
+        return max(api.max_body_bytes, MAX_FILE_BYTES + MULTIPART_ROOM)
 
 
 def webhook_secret_for(api: ApiSection, source: str) -> tuple[str, bytes] | None:
