@@ -1,7 +1,9 @@
-"""Automatic assignment: new unassigned leads from every channel go round in turn, or to the least loaded."""
+"""Automatic assignment: new unassigned leads from every channel (the bot's /new, the API, the webhook, an
+import) go round in turn, or to the least loaded."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -12,12 +14,14 @@ from sqlalchemy import select, update
 from bot.config import Settings
 from db.enums import HistoryAction, LeadStatus, Role
 from db.errors import DuplicateLead
+from db.imports import LeadImporter
 from db.models import Lead, LeadHistory, OutboxMessage, User
 from db.repositories import LeadDraft
 from db.uow import UnitOfWorkFactory
 from keyboards.callbacks import UserAction, UserCB
 from tests.api_support import WEBHOOK_SECRET, bearer
 from tests.conftest import ADMIN_TG, Harness, Member, Team, add_member
+from tests.import_support import csv_bytes
 
 
 @pytest.fixture
@@ -77,6 +81,16 @@ async def via_repository(factory: UnitOfWorkFactory, author: Member, n: int) -> 
         await uow.commit()
 
 
+async def via_import(factory: UnitOfWorkFactory, author: Member, n: int) -> None:
+    data = csv_bytes([["Имя", "Телефон", "Источник"], [f"Клиент {n}", phone(n), "Google Ads"]])
+    report = await LeadImporter(factory).run(author.user, data, "leads.csv", summary=summary)
+    assert report.created == 1
+
+
+def summary(user: User, count: int, actor: object) -> dict[str, object]:
+    return {"text": f"{count}", "reply_markup": None}
+
+
 async def test_round_robin_spreads_100_leads_from_four_channels_in_turn(
     harness: Harness,
     client: httpx.AsyncClient,
@@ -100,7 +114,7 @@ async def test_round_robin_spreads_100_leads_from_four_channels_in_turn(
             )
             assert response.status_code == 201, response.text
         else:
-            await via_repository(harness.uow_factory, team.admin, n)
+            await via_import(harness.uow_factory, team.admin, n)
 
     leads = await leads_in_order(harness.uow_factory)
     assert len(leads) == 100
@@ -122,7 +136,8 @@ async def test_round_robin_spreads_100_leads_from_four_channels_in_turn(
     # Every assignment was automatic, in the history with no author, and its salesperson was told.
     assert len(auto) == 100
     assert Counter(row.user_id for row in notified) == {user_id: 25 for user_id in active}
-    assert all(row.kind == "lead_new" for row in notified)
+    # An import tells its salesperson in one summary; every other channel by the new-lead message.
+    assert Counter(row.kind for row in notified) == {"lead_new": 75, "import_summary": 25}
 
 
 async def test_the_turn_survives_a_restart(uow_factory: UnitOfWorkFactory, settings: Settings, team: Team) -> None:
@@ -245,3 +260,10 @@ async def test_only_salespeople_can_be_paused_and_only_by_managers(harness: Harn
     await harness.click(team.seller2, UserCB(action=UserAction.PAUSE, user_id=team.seller.id))
     async with harness.uow_factory(read_only=True) as uow:
         assert (await uow.session.get(User, team.seller.id)).paused is False  # type: ignore[union-attr]
+
+
+async def test_concurrent_leads_still_take_turns(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    """Units of work at once (two instances alike): the cursor row is locked, so nobody is picked twice."""
+    await asyncio.gather(*(via_repository(uow_factory, team.admin, n) for n in range(20)))
+    counts = Counter(lead.assigned_to_id for lead in await leads_in_order(uow_factory))
+    assert counts == {team.seller.id: 10, team.seller2.id: 10}
