@@ -16,7 +16,8 @@ from starlette.responses import Response
 from api import errors
 from api.access import AccessLog, ForwardedClient
 from api.edge import WEBHOOK_SECRET_HEADER
-from api.routes import health, imports, leads, webhooks
+from api.meta import MetaLeadFetcher
+from api.routes import health, imports, leads, meta, webhooks
 from api.routes.webhooks import REPLAYED_HEADER
 from api.throttle import FailureLimiter, MemoryFailureLimiter
 from bot.config import ConfigError, Settings, check_webhook_secret
@@ -69,10 +70,13 @@ def create_app(settings: Settings, database: Database, *, limiter: FailureLimite
     app.state.settings = settings
     # Through the composition root, so HTTP changes emit the same events/notifications as the bot's.
     app.state.uow_factory = create_uow_factory(settings, database)
+    # Meta lead ads: the webhook records leadgen ids, this turns them into leads (kicked by the webhook).
+    app.state.meta_fetcher = MetaLeadFetcher(app.state.uow_factory, settings)
     app.state.failure_limiter = MemoryFailureLimiter.from_settings(settings.api) if limiter is None else limiter
     errors.install(app)
     app.include_router(health.router)
     app.include_router(imports.router)
+    app.include_router(meta.router)
     app.include_router(leads.router)
     app.include_router(webhooks.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -26,7 +26,10 @@ async def serve_api(settings: Settings) -> None:
     database = open_database(settings.database.url, echo=settings.database.echo)
     await upgrade(database.write_engine)
     try:
-        server = build_server(create_app(settings, database), settings)
+        app = create_app(settings, database)
+        if settings.meta.enabled:
+            app.state.meta_fetcher.kick()  # Meta leads recorded before a restart
+        server = build_server(app, settings)
         await server.serve()
     finally:
         await database.dispose()

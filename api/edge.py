@@ -173,15 +173,19 @@ def _client(request: Request) -> str:
     return client_key(request.client.host if request.client else None)
 
 
-async def _refuse_if_blocked(request: Request) -> None:
+async def refuse_if_blocked(request: Request) -> None:
+    """429 for a client past its failed authentications (``api.throttle``)."""
     retry = await _limiter(request).retry_after(_client(request))
     if retry is not None:
         raise too_many_failures(retry)
 
 
-async def _failed(request: Request, message: str) -> ApiError:
+async def auth_failed(request: Request, message: str, *, status_code: int = 401) -> ApiError:
+    """A failed authentication, counted against the client; the error to raise (401, or 403 if asked)."""
     await _limiter(request).failed(_client(request))
-    return unauthorized(message)
+    if status_code == 401:
+        return unauthorized(message)
+    return ApiError(status_code, "forbidden", message)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -209,14 +213,14 @@ class BearerRoute(EdgeRoute):
     """Needs ``Authorization: Bearer <token>``; the user is left in ``request.state.actor``."""
 
     async def authenticate(self, request: Request) -> None:
-        await _refuse_if_blocked(request)
+        await refuse_if_blocked(request)
         token = bearer_token(request)
         if token is None:
             raise unauthorized()
         factory: UnitOfWorkFactory = request.app.state.uow_factory
         user = await user_for_token(factory, token)
         if user is None:
-            raise await _failed(request, "the token is invalid or revoked, or its user was deactivated")
+            raise await auth_failed(request, "the token is invalid or revoked, or its user was deactivated")
         request.state.actor = user
 
 
@@ -256,7 +260,7 @@ class WebhookRoute(EdgeRoute):
     left in ``request.state.webhook_source``."""
 
     async def authenticate(self, request: Request) -> None:
-        await _refuse_if_blocked(request)
+        await refuse_if_blocked(request)
         source: Any = request.path_params.get("source", "")
         configured = webhook_secret_for(settings_of(request).api, str(source))
         if configured is None:
@@ -266,5 +270,5 @@ class WebhookRoute(EdgeRoute):
         if presented is None:
             raise unauthorized(f"the {WEBHOOK_SECRET_HEADER} header is required")
         if not secret_matches(presented, expected):
-            raise await _failed(request, f"wrong {WEBHOOK_SECRET_HEADER}")
+            raise await auth_failed(request, f"wrong {WEBHOOK_SECRET_HEADER}")
         request.state.webhook_source = name

@@ -49,7 +49,10 @@ async def run_bot(
         # The HTTP API in the same event loop and over the same database; polling owns the signals.
         from api.app import build_server, create_app
 
-        api_server = build_server(create_app(settings, database), settings, embedded=True)
+        app = create_app(settings, database)
+        if settings.meta.enabled:
+            app.state.meta_fetcher.kick()  # Meta leads recorded before a restart
+        api_server = build_server(app, settings, embedded=True)
         api_task = asyncio.create_task(api_server.serve(), name="leadbot-api")
     try:
         me = await bot.get_me()

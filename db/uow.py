@@ -21,6 +21,7 @@ from db.engine import Database
 from db.events import DomainEvent
 from db.repositories import InviteRepository, LeadRepository, UserRepository
 from db.repositories.followups import FollowUpRepository
+from db.repositories.meta import MetaLeadRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.reminders import ReminderRepository
 from db.repositories.tokens import ApiTokenRepository, IdempotencyRepository
@@ -67,6 +68,7 @@ class UnitOfWork:
         self.reminders = ReminderRepository(session)
         self.tokens = ApiTokenRepository(session)
         self.idempotency = IdempotencyRepository(session)
+        self.meta = MetaLeadRepository(session)
 
     def in_transaction(self) -> bool:
         return self.session.in_transaction()

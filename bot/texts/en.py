@@ -433,4 +433,7 @@ TEXTS: dict[str, str] = {
     "import.cancelled": "Import cancelled: nothing was saved.",
     "import.done": "✅ <b>Import finished</b>\nCreated: {created}\nDuplicates: {duplicates}\nInvalid: {invalid}\nEvery row's outcome is in the report.",
     "import.summary": "📥 {actor} imported leads from a spreadsheet: <b>{count}</b> of them are yours. See /leads",
+    # ---- meta lead ads ----
+    "meta.origin": "{source} lead form {form}, ad {ad}, lead {leadgen}",
+    "meta.came_back": "🔁 The client came back: a new request from the {source} form {form} (lead {leadgen}).",
 }

@@ -435,4 +435,7 @@ TEXTS: dict[str, str] = {
     "import.cancelled": "Импорт отменён: ничего не сохранено.",
     "import.done": "✅ <b>Импорт завершён</b>\nСоздано: {created}\nДубликатов: {duplicates}\nС ошибками: {invalid}\nИтог по каждой строке — в отчёте.",
     "import.summary": "📥 {actor} импортировал(а) лиды из таблицы: вам назначено <b>{count}</b>. Смотрите /leads",
+    # ---- meta lead ads ----
+    "meta.origin": "Форма {source} {form}, объявление {ad}, заявка {leadgen}",
+    "meta.came_back": "🔁 Клиент вернулся: новая заявка из формы {source} {form} (заявка {leadgen}).",
 }
