@@ -6,7 +6,7 @@ would (name, phone, source, budget, notes, salesperson), then finds the duplicat
 read, is too large or has too many rows raises ``InvalidInput`` (field ``file``) before anything else.
 
 ``LeadImporter.run`` previews again (the database may have moved on since the preview was shown), then
-creates the rows through ``LeadRepository.create`` (validation, history ``created`` by the importer,
+creates the rows through ``LeadRepository.add`` (``create``'s path: validation, history ``created`` by the importer,
 automatic assignment when it is on), ``BATCH`` rows per unit of work and transaction. Leads created
 by an import announce nothing one by one: instead each salesperson who got leads receives one summary
 message, written to the outbox in the last batch's transaction with the key ``import:<id>:<user id>``
@@ -140,14 +140,14 @@ class LeadImporter:
 async def _create(leads: LeadRepository, actor: Actor, row: RowResult) -> None:
     assert row.draft is not None
     try:
-        lead = await leads.create(actor, row.draft, announce=False)
+        lead_id, assigned_to_id = await leads.add(actor, row.draft, announce=False)
     except DuplicateLead as exc:
         row.outcome, row.lead_id = Outcome.DUPLICATE, exc.existing_lead_id
     except InvalidInput as exc:  # e.g. the salesperson was deactivated since the preview
         row.outcome, row.reason, row.message, row.params = Outcome.INVALID, exc.reason, exc.message, exc.params
         row.column = _COLUMN_OF.get(exc.field)
     else:
-        row.outcome, row.lead_id, row.assigned_to_id = Outcome.CREATED, lead.id, lead.assigned_to_id
+        row.outcome, row.lead_id, row.assigned_to_id = Outcome.CREATED, lead_id, assigned_to_id
 
 
 async def _summaries(uow: UnitOfWork, import_id: str, received: Counter[int], actor: Actor, summary: Summary) -> None:
