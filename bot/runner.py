@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from aiogram import Bot, Dispatcher
 
+from bot import assignment_jobs
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.factory import create_bot, create_dispatcher
@@ -43,6 +44,7 @@ async def run_bot(
     dispatcher = create_dispatcher(settings, database)
     delivery = DeliveryWorker(bot, dispatcher["uow_factory"], settings.notifications)
     scheduler = create_scheduler(settings, ReminderJobs(dispatcher["uow_factory"], settings))
+    assignment_jobs.schedule(scheduler, settings, dispatcher["uow_factory"])
     api_server: uvicorn.Server | None = None
     api_task: asyncio.Task[None] | None = None
     if settings.api.enabled:

@@ -11,12 +11,15 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from bot.assignment_jobs import ASSIGNMENT_JOB, AssignmentJobs, schedule
 from bot.config import Settings
+from bot.notifications import OutboxNotifier
 from db.enums import HistoryAction, LeadStatus, Role
 from db.errors import DuplicateLead
 from db.imports import LeadImporter
 from db.models import Lead, LeadHistory, OutboxMessage, User
 from db.repositories import LeadDraft
+from db.settings import AssignmentSection
 from db.uow import UnitOfWorkFactory
 from keyboards.callbacks import UserAction, UserCB
 from tests.api_support import WEBHOOK_SECRET, bearer
@@ -267,3 +270,55 @@ async def test_concurrent_leads_still_take_turns(uow_factory: UnitOfWorkFactory,
     await asyncio.gather(*(via_repository(uow_factory, team.admin, n) for n in range(20)))
     counts = Counter(lead.assigned_to_id for lead in await leads_in_order(uow_factory))
     assert counts == {team.seller.id: 10, team.seller2.id: 10}
+
+
+@pytest.mark.parametrize(
+    "assignment", [{"mode": "round_robin", "working_hours_only": True, "working_hours": "09:00-18:00"}]
+)
+async def test_waiting_leads_are_handed_out_when_assignment_can_happen_again(
+    uow_factory: UnitOfWorkFactory, settings: Settings, team: Team
+) -> None:
+    # Nobody available when they arrive (both salespeople on leave): they wait unassigned.
+    async with uow_factory() as uow:
+        for member in (team.seller, team.seller2):
+            await uow.users.set_paused(team.admin.user, member.id, True)
+        await uow.commit()
+    for n in range(3):
+        await via_repository(uow_factory, team.admin, n)
+    assert [lead.assigned_to_id for lead in await leads_in_order(uow_factory)] == [None, None, None]
+    async with uow_factory() as uow:
+        for member in (team.seller, team.seller2):
+            await uow.users.set_paused(team.admin.user, member.id, False)
+        await uow.commit()
+
+    jobs = AssignmentJobs(UnitOfWorkFactory(uow_factory.database, settings, OutboxNotifier(settings)))
+    night, morning = datetime(2026, 11, 30, 21, 0, tzinfo=UTC), datetime(2026, 11, 30, 5, 0, tzinfo=UTC)
+    assert await jobs.assign_waiting(night) == 0
+    assert await jobs.assign_waiting(morning) == 3
+    assert await jobs.assign_waiting(morning) == 0
+
+    leads = await leads_in_order(uow_factory)
+    assert [lead.assigned_to_id for lead in leads] == [team.seller.id, team.seller2.id, team.seller.id]
+    async with uow_factory(read_only=True) as uow:
+        history = (
+            await uow.session.scalars(select(LeadHistory).where(LeadHistory.action == HistoryAction.ASSIGNED))
+        ).all()
+        outbox = (await uow.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+    assert [(h.lead_id, h.changed_by_id) for h in history] == [(lead.id, None) for lead in leads]
+    assert [(m.user_id, m.kind) for m in outbox] == [
+        (team.seller.id, "lead_assigned"),
+        (team.seller2.id, "lead_assigned"),
+        (team.seller.id, "lead_assigned"),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["manual", "round_robin"])
+def test_the_job_is_scheduled_only_with_automatic_assignment(
+    settings: Settings, uow_factory: UnitOfWorkFactory, mode: str
+) -> None:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    scheduler = AsyncIOScheduler()
+    configured = settings.model_copy(update={"assignment": AssignmentSection(mode=mode)})  # type: ignore[arg-type]
+    schedule(scheduler, configured, uow_factory)
+    assert [job.id for job in scheduler.get_jobs()] == ([] if mode == "manual" else [ASSIGNMENT_JOB])
