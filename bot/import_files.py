@@ -58,16 +58,24 @@ def _plain(html_text: str) -> str:
 def report(texts: Texts, result: ImportReport) -> bytes:
     """Every row's outcome, one line each, in the order of the file."""
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
 
     book = Workbook(write_only=True)
     sheet = book.create_sheet(texts.t("import.sheet"))
+
+    def text(value: str) -> WriteOnlyCell:
+        # Always a string: a name like "=HYPERLINK(...)" from the file must not become a formula.
+        cell = WriteOnlyCell(sheet, value=value)
+        cell.data_type = "s"
+        return cell
+
     sheet.append([texts.t(f"import.report.{name}") for name in ("row", "name", "phone", "outcome", "column", "why")])
     for row in result.rows:
         sheet.append(
             [
                 row.number,
-                row.client_name,
-                row.phone_number,
+                text(row.client_name),
+                text(row.phone_number),
                 texts.t(f"import.outcome.{row.outcome.value}"),
                 texts.t(f"import.col.{row.column.value}") if row.column else "",
                 _plain(_reason(texts, row)),

@@ -142,3 +142,15 @@ async def test_salespeople_cannot_import(harness: Harness, team: Team) -> None:
     await send_file(harness, team.seller, "leads.csv", csv_bytes([EN_HEADER, ["Анна", "901234567", "Сайт"]]))
     assert "Предпросмотр" not in harness.last_text(team.seller.chat_id)
     assert not harness.session.of(SendDocument)
+
+
+async def test_the_report_never_turns_file_text_into_formulas(harness: Harness, team: Team) -> None:
+    rows = [EN_HEADER, ['=HYPERLINK("http://evil.example","x")', "=1+1", "Сайт"], ["Анна", "901234567", "Сайт"]]
+    await send_file(harness, team.admin, "leads.csv", csv_bytes(rows))
+    await harness.press(team.admin, "Импортировать")
+    [report] = harness.session.of(SendDocument)
+    assert isinstance(report.document, BufferedInputFile)
+    book = load_workbook(io.BytesIO(report.document.data))
+    cells = [cell for row in book.worksheets[0].iter_rows() for cell in row]
+    assert not [cell.value for cell in cells if cell.data_type == "f"]
+    assert any(cell.value == "=1+1" for cell in cells)
