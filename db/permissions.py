@@ -55,8 +55,9 @@ ASSIGNABLE_ROLES = frozenset({Role.SELLER})
 
 
 def can_pause(actor: Actor, target: Target) -> bool:
-    """Put a salesperson on leave (no new leads from automatic assignment), or back: managers."""
-    return actor.role in MANAGERS and target.role in ASSIGNABLE_ROLES and target.is_active
+    """Put a salesperson on leave (no new leads from automatic assignment), or back: whoever manages the
+    team (their panel in /users), for an active salesperson."""
+    return can_manage_team(actor) and target.role in ASSIGNABLE_ROLES and target.is_active
 
 
 def can_create(actor: Actor) -> bool:

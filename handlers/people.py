@@ -124,6 +124,8 @@ async def render_team(
             marks.append(texts.t("people.users.mark.inactive"))
         if user.unreachable_since is not None:
             marks.append(texts.t("people.users.mark.unreachable"))
+        if user.paused:
+            marks.append(texts.t("people.users.mark.paused"))
         line = texts.t(
             "people.users.line",
             n=number,

@@ -243,24 +243,29 @@ async def test_manual_mode_leaves_new_leads_unassigned(uow_factory: UnitOfWorkFa
 
 
 async def test_pause_from_the_users_card(harness: Harness, team: Team, sellers: list[Member]) -> None:
-    await harness.click(team.mop, UserCB(action=UserAction.OPEN, user_id=team.seller.id))
-    await harness.press(team.mop, "Пауза")
-    assert "На паузе" in harness.last_text(team.mop.chat_id)
+    await harness.send(team.rop, "/users")
+    await harness.press(team.rop, "Иванов")
+    await harness.press(team.rop, "Пауза")
+    assert "На паузе" in harness.last_text(team.rop.chat_id)
     async with harness.uow_factory(read_only=True) as uow:
         assert (await uow.session.get(User, team.seller.id)).paused is True  # type: ignore[union-attr]
 
     await via_repository(harness.uow_factory, team.admin, 1)
     assert (await leads_in_order(harness.uow_factory))[0].assigned_to_id == team.seller2.id
 
-    await harness.press(team.mop, "Снять с паузы")
+    await harness.send(team.rop, "/users")
+    assert "🌴 в отпуске" in harness.last_text(team.rop.chat_id)
+    await harness.press(team.rop, "Иванов")
+    await harness.press(team.rop, "Снять с паузы")
     async with harness.uow_factory(read_only=True) as uow:
         assert (await uow.session.get(User, team.seller.id)).paused is False  # type: ignore[union-attr]
 
 
-async def test_only_salespeople_can_be_paused_and_only_by_managers(harness: Harness, team: Team) -> None:
+async def test_only_salespeople_can_be_paused_and_only_by_the_heads(harness: Harness, team: Team) -> None:
     await harness.click(team.admin, UserCB(action=UserAction.OPEN, user_id=team.mop.id))
     assert not any("Пауза" in text for text, _ in harness.last_buttons(team.admin.chat_id))
-    await harness.click(team.seller2, UserCB(action=UserAction.PAUSE, user_id=team.seller.id))
+    for member in (team.seller2, team.mop):
+        await harness.click(member, UserCB(action=UserAction.PAUSE, user_id=team.seller.id))
     async with harness.uow_factory(read_only=True) as uow:
         assert (await uow.session.get(User, team.seller.id)).paused is False  # type: ignore[union-attr]
 

@@ -284,6 +284,7 @@ TEXTS: dict[str, str] = {
     "people.users.line": "{n}. {name} — {role}{marks}",
     "people.users.mark.inactive": "⛔ deactivated",
     "people.users.mark.unreachable": "📵 not receiving messages",
+    "people.users.mark.paused": "🌴 on leave",
     "people.users.hint.manage": "Tap a person to change their role or access.",
     "people.users.prev": "« Back",
     "people.users.next": "Next »",

@@ -286,6 +286,7 @@ TEXTS: dict[str, str] = {
     "people.users.line": "{n}. {name} — {role}{marks}",
     "people.users.mark.inactive": "⛔ отключён",
     "people.users.mark.unreachable": "📵 не получает сообщения",
+    "people.users.mark.paused": "🌴 в отпуске",
     "people.users.hint.manage": "Нажмите на сотрудника, чтобы сменить роль или отключить доступ.",
     "people.users.prev": "« Назад",
     "people.users.next": "Далее »",

@@ -151,7 +151,7 @@ class UserRepository:
         """Put a salesperson on leave (automatic assignment skips them; their leads stay theirs), or back."""
         target = await self.get(actor, user_id)
         if not permissions.can_pause(actor, target):
-            raise Forbidden("pause", "only an active salesperson can be paused, by a manager")
+            raise Forbidden("pause", "only an active salesperson can be paused, by an admin or the head of sales")
         target.paused = paused
         return target
 
