@@ -16,7 +16,8 @@ from starlette.responses import Response
 from api import errors
 from api.access import AccessLog, ForwardedClient
 from api.edge import WEBHOOK_SECRET_HEADER
-from api.routes import health, leads, webhooks
+from api.meta import MetaLeadFetcher
+from api.routes import health, imports, leads, meta, webhooks
 from api.routes.webhooks import REPLAYED_HEADER
 from api.throttle import FailureLimiter, MemoryFailureLimiter, RedisFailureLimiter
 from bot.config import ConfigError, Settings, check_webhook_secret
@@ -70,6 +71,8 @@ def create_app(settings: Settings, database: Database, *, limiter: FailureLimite
     app.state.settings = settings
     # Through the composition root, so HTTP changes emit the same events/notifications as the bot's.
     app.state.uow_factory = create_uow_factory(settings, database)
+    # Meta lead ads: the webhook records leadgen ids, this turns them into leads (kicked by the webhook).
+    app.state.meta_fetcher = MetaLeadFetcher(app.state.uow_factory, settings)
     if limiter is None:
         limiter = (
             RedisFailureLimiter.from_settings(settings.api, settings.redis.url)
@@ -79,6 +82,8 @@ def create_app(settings: Settings, database: Database, *, limiter: FailureLimite
     app.state.failure_limiter = limiter
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(imports.router)
+    app.include_router(meta.router)
     app.include_router(leads.router)
     app.include_router(webhooks.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -117,7 +122,9 @@ def _integer_bounds(node: Any) -> None:
 
 
 async def close_app(app: FastAPI) -> None:
-    """Let go of what the app holds beyond the database (the shared failure counts' connection)."""
+    """Let go of what the app holds beyond the database: the Meta fetcher's pass, the shared failure
+    counts' connection."""
+    await app.state.meta_fetcher.stop()
     close = getattr(app.state.failure_limiter, "close", None)
     if close is not None:
         await close()

@@ -27,6 +27,8 @@ async def serve_api(settings: Settings) -> None:
     await upgrade(database.write_engine)
     app = create_app(settings, database)
     try:
+        if settings.meta.enabled:
+            app.state.meta_fetcher.kick()  # Meta leads recorded before a restart
         await build_server(app, settings).serve()
     finally:
         await close_app(app)

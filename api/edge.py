@@ -41,10 +41,13 @@ from api.errors import (
 from api.throttle import FailureLimiter, client_key
 from bot.config import ApiSection, Settings
 from db.models import User
+from db.spreadsheets import MAX_FILE_BYTES
 from db.uow import UnitOfWorkFactory
 
 _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
+# What a multipart upload adds around its file: boundaries and part headers.
+MULTIPART_ROOM = 64 * 1024
 
 
 class _ClientGone(Exception):
@@ -119,6 +122,10 @@ class EdgeRoute(APIRoute):
     async def authenticate(self, request: Request) -> None:
         """Nobody to check (the health check, the schema)."""
 
+    def body_limit(self, api: ApiSection) -> int:
+        """The largest body this route reads."""
+        return api.max_body_bytes
+
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.methods and scope["method"] not in self.methods:
             raise HTTPException(405, headers={"Allow": allowed_methods(scope)})
@@ -142,7 +149,7 @@ class EdgeRoute(APIRoute):
                     if _has_body(request):  # refused unread: the connection cannot carry another request
                         refusal.headers = {**(refusal.headers or {}), "Connection": "close"}
                     raise
-                body = await read_body(request, receive, api.max_body_bytes, api.body_timeout.total_seconds())
+                body = await read_body(request, receive, self.body_limit(api), api.body_timeout.total_seconds())
                 await super().handle(scope, _replay(body, receive), send_watched)
         except _ClientGone:
             return
@@ -166,15 +173,19 @@ def _client(request: Request) -> str:
     return client_key(request.client.host if request.client else None)
 
 
-async def _refuse_if_blocked(request: Request) -> None:
+async def refuse_if_blocked(request: Request) -> None:
+    """429 for a client past its failed authentications (``api.throttle``)."""
     retry = await _limiter(request).retry_after(_client(request))
     if retry is not None:
         raise too_many_failures(retry)
 
 
-async def _failed(request: Request, message: str) -> ApiError:
+async def auth_failed(request: Request, message: str, *, status_code: int = 401) -> ApiError:
+    """A failed authentication, counted against the client; the error to raise (401, or 403 if asked)."""
     await _limiter(request).failed(_client(request))
-    return unauthorized(message)
+    if status_code == 401:
+        return unauthorized(message)
+    return ApiError(status_code, "forbidden", message)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -202,15 +213,23 @@ class BearerRoute(EdgeRoute):
     """Needs ``Authorization: Bearer <token>``; the user is left in ``request.state.actor``."""
 
     async def authenticate(self, request: Request) -> None:
-        await _refuse_if_blocked(request)
+        await refuse_if_blocked(request)
         token = bearer_token(request)
         if token is None:
             raise unauthorized()
         factory: UnitOfWorkFactory = request.app.state.uow_factory
         user = await user_for_token(factory, token)
         if user is None:
-            raise await _failed(request, "the token is invalid or revoked, or its user was deactivated")
+            raise await auth_failed(request, "the token is invalid or revoked, or its user was deactivated")
         request.state.actor = user
+
+
+class UploadRoute(BearerRoute):
+    """A bearer route taking a file (the spreadsheet import): its body may be as large as the largest file
+    accepted, plus room for a multipart envelope, even when ``[api] max_body_bytes`` is smaller."""
+
+    def body_limit(self, api: ApiSection) -> int:
+        return max(api.max_body_bytes, MAX_FILE_BYTES + MULTIPART_ROOM)
 
 
 def webhook_secret_for(api: ApiSection, source: str) -> tuple[str, bytes] | None:
@@ -241,7 +260,7 @@ class WebhookRoute(EdgeRoute):
     left in ``request.state.webhook_source``."""
 
     async def authenticate(self, request: Request) -> None:
-        await _refuse_if_blocked(request)
+        await refuse_if_blocked(request)
         source: Any = request.path_params.get("source", "")
         configured = webhook_secret_for(settings_of(request).api, str(source))
         if configured is None:
@@ -251,5 +270,5 @@ class WebhookRoute(EdgeRoute):
         if presented is None:
             raise unauthorized(f"the {WEBHOOK_SECRET_HEADER} header is required")
         if not secret_matches(presented, expected):
-            raise await _failed(request, f"wrong {WEBHOOK_SECRET_HEADER}")
+            raise await auth_failed(request, f"wrong {WEBHOOK_SECRET_HEADER}")
         request.state.webhook_source = name

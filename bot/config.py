@@ -29,6 +29,7 @@ from pydantic_settings import (
 from db.durations import Duration
 from db.settings import (
     AccessSection,
+    AssignmentSection,
     CrmSection,
     DatabaseSection,
     NotificationsSection,
@@ -167,6 +168,52 @@ class ApiSection(Section):
         return value
 
 
+META_TARGETS = ("client_name", "phone_number", "budget", "notes")
+
+
+class MetaSection(Section):
+    """Meta lead ads (Instagram and Facebook instant forms): ``/api/meta/webhook`` and the Graph API."""
+
+    # The app's secret: X-Hub-Signature-256 is an HMAC-SHA256 of each delivery with it.
+    app_secret: SecretStr | None = None
+    # What the subscription check (GET /api/meta/webhook) must present as hub.verify_token.
+    verify_token: SecretStr | None = None
+    # A page access token with leads_retrieval: the answers are fetched with it.
+    page_access_token: SecretStr | None = None
+    graph_version: str = "v25.0"
+    graph_url: str = "https://graph.facebook.com"
+    # Form field -> lead field (client_name, phone_number, budget, notes); other answers go into the notes.
+    fields: dict[str, str] = Field(default_factory=lambda: {"full_name": "client_name", "phone_number": "phone_number"})
+    # The lead's source by the form's platform.
+    instagram_source: str = "Instagram"
+    facebook_source: str = "Facebook"
+    # A failed Graph fetch is tried again after retry_after, doubling up to max_retry_after, max_attempts times.
+    retry_after: Duration = timedelta(seconds=30)
+    max_retry_after: Duration = timedelta(hours=1)
+    max_attempts: int = Field(default=12, ge=1)
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, target in value.items():
+            if target not in META_TARGETS:
+                raise ValueError(f"{name!r} maps to {target!r}; one of {', '.join(META_TARGETS)}")
+        return value
+
+    @field_validator("graph_url")
+    @classmethod
+    def _graph_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// or http://")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return self.app_secret is not None and self.verify_token is not None and self.page_access_token is not None
+
+
 class RedisSection(Section):
     # e.g. "redis://127.0.0.1:6379/0": conversations (the /new draft, a card's prompt) are kept there, so
     # they survive a restart and are shared by every instance. Empty: kept in the process's memory.
@@ -196,8 +243,10 @@ class Settings(BaseSettings):
     crm: CrmSection = Field(default_factory=CrmSection)
     notifications: NotificationsSection = Field(default_factory=NotificationsSection)
     reminders: RemindersSection = Field(default_factory=RemindersSection)
+    assignment: AssignmentSection = Field(default_factory=AssignmentSection)
     api: ApiSection = Field(default_factory=ApiSection)
     redis: RedisSection = Field(default_factory=RedisSection)
+    meta: MetaSection = Field(default_factory=MetaSection)
 
     @classmethod
     def settings_customise_sources(

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from aiogram import Bot, Dispatcher
 
+from bot import assignment_jobs
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.factory import close_dispatcher, create_bot, create_dispatcher
@@ -44,6 +45,7 @@ async def run_bot(
     dispatcher = create_dispatcher(settings, database)
     delivery = DeliveryWorker(bot, dispatcher["uow_factory"], settings.notifications)
     scheduler = create_scheduler(settings, ReminderJobs(dispatcher["uow_factory"], settings))
+    assignment_jobs.schedule(scheduler, settings, dispatcher["uow_factory"])
     api_server: uvicorn.Server | None = None
     api_app: FastAPI | None = None
     api_task: asyncio.Task[None] | None = None
@@ -52,6 +54,8 @@ async def run_bot(
         from api.app import build_server, create_app
 
         api_app = create_app(settings, database)
+        if settings.meta.enabled:
+            api_app.state.meta_fetcher.kick()  # Meta leads recorded before a restart
         api_server = build_server(api_app, settings, embedded=True)
         api_task = asyncio.create_task(api_server.serve(), name="leadbot-api")
     try:

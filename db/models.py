@@ -77,6 +77,8 @@ class User(Base):
     # Set when Telegram answered 403 (blocked the bot / left); cleared when the user writes again.
     unreachable_since: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # On leave: keeps their leads but gets no new ones from automatic assignment.
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     @property
     def full_name(self) -> str:
@@ -197,6 +199,46 @@ class FollowUp(Base):
     done_at: Mapped[datetime | None]
     reminded_at: Mapped[datetime | None]
     escalated_at: Mapped[datetime | None]
+
+
+class AssignmentCursor(Base):
+    """Round-robin state, one row per scope ("all", or "source:<name>" for a source's own list): who got
+    the last automatic assignment. Read and written under the lead's write unit, so it survives restarts
+    and two instances take turns on it (the row is locked on PostgreSQL; SQLite has one writer)."""
+
+    __tablename__ = "assignment_cursors"
+
+    scope: Mapped[str] = mapped_column(String(96), primary_key=True)
+    last_user_id: Mapped[int | None] = mapped_column(ID, ForeignKey("users.id"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MetaLeadgen(Base):
+    """A Meta lead-ads delivery (Instagram or Facebook instant form), one row per ``leadgen_id``.
+
+    The webhook writes the row (a repeat delivery writes nothing: the unique index), the fetcher claims it
+    (``fetching``, ``next_attempt_at`` the end of the lease), asks the Graph API for the answers and
+    creates the lead (``done``, ``lead_id``), or tries again later with backoff (back to ``pending``), or
+    gives up after ``[meta] max_attempts`` or on answers that make no lead (``failed``, ``last_error``).
+    The row stays either way: the leadgen id is never lost.
+    """
+
+    __tablename__ = "meta_leadgen"
+    __table_args__ = (Index("ix_meta_leadgen_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    leadgen_id: Mapped[str] = mapped_column(String(64), unique=True)
+    page_id: Mapped[str | None] = mapped_column(String(64))
+    form_id: Mapped[str | None] = mapped_column(String(64))
+    ad_id: Mapped[str | None] = mapped_column(String(64))
+    platform: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lead_id: Mapped[int | None] = mapped_column(ID, ForeignKey("leads.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None]
 
 
 class OutboxMessage(Base):

@@ -40,9 +40,24 @@ class Lead(Protocol):
     def assigned_to_id(self) -> int | None: ...
 
 
+class Target(Protocol):
+    """A team member an action is about."""
+
+    @property
+    def role(self) -> Role: ...
+    @property
+    def is_active(self) -> bool: ...
+
+
 MANAGERS = frozenset({Role.ADMIN, Role.ROP, Role.MOP})
 HEADS = frozenset({Role.ADMIN, Role.ROP})
 ASSIGNABLE_ROLES = frozenset({Role.SELLER})
+
+
+def can_pause(actor: Actor, target: Target) -> bool:
+    """Put a salesperson on leave (no new leads from automatic assignment), or back: whoever manages the
+    team (their panel in /users), for an active salesperson."""
+    return can_manage_team(actor) and target.role in ASSIGNABLE_ROLES and target.is_active
 
 
 def can_create(actor: Actor) -> bool:

@@ -37,6 +37,7 @@ class UserRow:
     language: str | None
     unreachable_since: datetime | None
     created_at: datetime
+    paused: bool = False
 
     @property
     def full_name(self) -> str:

@@ -7,6 +7,7 @@ assembles them with the bot's and the HTTP API's own sections into one ``Setting
 from __future__ import annotations
 
 from datetime import time, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -88,3 +89,23 @@ class RemindersSection(Section):
     overdue_escalate_after: Duration = timedelta(hours=24)
     working_hours: ClockRange = (time(9, 0), time(20, 0))
     digest_time: time = time(9, 0)
+
+
+AssignmentMode = Literal["manual", "round_robin", "least_loaded"]
+
+
+class AssignmentSection(Section):
+    """Who gets a new lead nobody assigned: ``manual`` (nobody: a manager assigns it), ``round_robin``
+    (the next salesperson in turn) or ``least_loaded`` (the one with the fewest open leads)."""
+
+    mode: AssignmentMode = "manual"
+    # Outside these hours (in ``[crm] timezone``) new leads stay unassigned, for a manager to hand out.
+    working_hours_only: bool = False
+    working_hours: ClockRange = (time(9, 0), time(20, 0))
+    # Per source: the Telegram ids of the salespeople its leads go to (the whole team when a source is
+    # not listed, or when none of its people is available).
+    sources: dict[str, list[int]] = Field(default_factory=dict)
+
+    @property
+    def automatic(self) -> bool:
+        return self.mode != "manual"

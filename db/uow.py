@@ -16,14 +16,16 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.assignment import AutoAssigner
 from db.engine import Database
 from db.events import DomainEvent
 from db.repositories import InviteRepository, LeadRepository, UserRepository
 from db.repositories.followups import FollowUpRepository
+from db.repositories.meta import MetaLeadRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.reminders import ReminderRepository
 from db.repositories.tokens import ApiTokenRepository, IdempotencyRepository
-from db.settings import AccessSection, CrmSection
+from db.settings import AccessSection, AssignmentSection, CrmSection
 
 
 class CoreSettings(Protocol):
@@ -34,6 +36,9 @@ class CoreSettings(Protocol):
 
     @property
     def crm(self) -> CrmSection: ...
+
+    @property
+    def assignment(self) -> AssignmentSection: ...
 
 
 class EventSink(Protocol):
@@ -56,12 +61,14 @@ class UnitOfWork:
         self.committed = False
         self.users = UserRepository(session, settings.access)
         self.invites = InviteRepository(session, settings.access)
-        self.leads = LeadRepository(session, settings.crm, self.events)
+        self.assigner = AutoAssigner(session, settings.assignment, settings.crm)
+        self.leads = LeadRepository(session, settings.crm, self.events, self.assigner)
         self.outbox = OutboxRepository(session)
         self.followups = FollowUpRepository(session)
         self.reminders = ReminderRepository(session)
         self.tokens = ApiTokenRepository(session)
         self.idempotency = IdempotencyRepository(session)
+        self.meta = MetaLeadRepository(session)
 
     def in_transaction(self) -> bool:
         return self.session.in_transaction()

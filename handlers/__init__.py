@@ -25,6 +25,7 @@ from handlers import (
     errors,
     fallback,
     followups,
+    imports,
     lead_card,
     leads_list,
     new_lead,
@@ -49,6 +50,7 @@ def get_routers() -> list[Router]:
         team.create_router(),
         tokens.create_router(),
         outbox_admin.create_router(),
+        imports.create_router(),
         fallback.create_router(),
         errors.create_router(),
     ]

@@ -124,6 +124,8 @@ async def render_team(
             marks.append(texts.t("people.users.mark.inactive"))
         if user.unreachable_since is not None:
             marks.append(texts.t("people.users.mark.unreachable"))
+        if user.paused:
+            marks.append(texts.t("people.users.mark.paused"))
         line = texts.t(
             "people.users.line",
             n=number,
@@ -180,6 +182,8 @@ async def render_member(
     ]
     if target.unreachable_since is not None:
         lines.append(texts.t("people.user.unreachable", since=format_dt(target.unreachable_since, tz)))
+    if target.paused:
+        lines.append(texts.t("people.user.paused"))
     config_admin = target.telegram_id in settings.access.admins
     if target.id == actor.id:
         lines.append(texts.t("people.user.yourself"))
@@ -198,6 +202,7 @@ async def render_member(
         can_deactivate=may_touch and target.is_active and not config_admin,
         can_activate=may_touch and not target.is_active,
         back_page=index // PAGE_SIZE,
+        can_pause=permissions.can_pause(actor, target),
     )
     return cut("\n".join(lines)), markup
 
@@ -358,6 +363,22 @@ async def on_user_set_active(
     await query.answer(texts.t("people.done.activated" if active else "people.done.deactivated"))
 
 
+async def on_user_set_paused(
+    query: CallbackQuery,
+    callback_data: UserCB,
+    actor: Actor,
+    uow: UnitOfWork,
+    texts: Texts,
+    settings: Settings,
+    bot: Bot,
+) -> None:
+    paused = callback_data.action == UserAction.PAUSE
+    target = await uow.users.set_paused(actor, callback_data.user_id, paused)
+    text, markup = await render_member(actor, uow, texts, settings, target.id)
+    await _show(query, bot, text, markup)
+    await query.answer(texts.t("people.done.paused" if paused else "people.done.resumed"))
+
+
 def create_router() -> Router:
     router = Router(name=__name__)
     router.message.register(cmd_invite, Command("invite"), flags=WRITES)
@@ -370,5 +391,8 @@ def create_router() -> Router:
     router.callback_query.register(on_user_set_role, UserCB.filter(F.action == UserAction.SET_ROLE), flags=WRITES)
     router.callback_query.register(
         on_user_set_active, UserCB.filter(F.action.in_({UserAction.DEACTIVATE, UserAction.ACTIVATE})), flags=WRITES
+    )
+    router.callback_query.register(
+        on_user_set_paused, UserCB.filter(F.action.in_({UserAction.PAUSE, UserAction.RESUME})), flags=WRITES
     )
     return router

@@ -143,6 +143,8 @@ class UserAction(StrEnum):
     SET_ROLE = "r"
     DEACTIVATE = "d"
     ACTIVATE = "a"
+    PAUSE = "p"  # on leave: no new leads from automatic assignment
+    RESUME = "u"
 
 
 class UserCB(CallbackData, prefix="us"):
@@ -174,6 +176,17 @@ class NewLeadCB(CallbackData, prefix="nl"):
 
 class FollowUpDueCB(CallbackData, prefix="fd"):
     preset: DuePreset
+
+
+class ImportAction(StrEnum):
+    RUN = "r"
+    CANCEL = "x"
+
+
+class ImportCB(CallbackData, prefix="im"):
+    """A button under an import's preview; the file itself is in the conversation's state."""
+
+    action: ImportAction
 
 
 class FollowUpAction(StrEnum):

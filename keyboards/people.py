@@ -64,7 +64,14 @@ def users_page(
 
 
 def member_panel(
-    user: User, texts: Texts, *, roles: Sequence[Role], can_deactivate: bool, can_activate: bool, back_page: int
+    user: User,
+    texts: Texts,
+    *,
+    roles: Sequence[Role],
+    can_deactivate: bool,
+    can_activate: bool,
+    back_page: int,
+    can_pause: bool = False,
 ) -> InlineKeyboardMarkup:
     """Role buttons (only those the viewer may set), access on/off, back to the list page."""
     builder = InlineKeyboardBuilder()
@@ -83,6 +90,11 @@ def member_panel(
         builder.button(
             text=texts.t("people.user.activate"), callback_data=UserCB(action=UserAction.ACTIVATE, user_id=user.id)
         )
+        rows.append(1)
+    if can_pause:
+        action = UserAction.RESUME if user.paused else UserAction.PAUSE
+        caption = "people.user.resume" if user.paused else "people.user.pause"
+        builder.button(text=texts.t(caption), callback_data=UserCB(action=action, user_id=user.id))
         rows.append(1)
     builder.button(text=texts.t("people.user.to_list"), callback_data=UsersPageCB(page=back_page))
     rows.append(1)

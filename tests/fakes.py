@@ -20,7 +20,9 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.methods import (
     EditMessageReplyMarkup,
     EditMessageText,
+    GetFile,
     GetMe,
+    SendDocument,
     SendMessage,
     TelegramMethod,
 )
@@ -29,6 +31,8 @@ from aiogram.types import (
     CallbackQuery,
     Chat,
     Contact,
+    Document,
+    File,
     InlineKeyboardMarkup,
     Message,
     Update,
@@ -50,6 +54,8 @@ class RecordingSession(BaseSession):
         self._message_ids = itertools.count(1000)
         # Queued exceptions per method type, raised instead of answering (fault injection).
         self.failures: dict[type, deque[Exception]] = {}
+        # Files users "uploaded", by file id: what GetFile finds and downloads stream.
+        self.files: dict[str, bytes] = {}
         self.closed = True
 
     def fail_next(self, method_type: type, error: Exception) -> None:
@@ -73,6 +79,23 @@ class RecordingSession(BaseSession):
         bot_user = User(id=BOT_ID, is_bot=True, first_name="LeadBot", username=BOT_USERNAME)
         if isinstance(method, GetMe):
             return bot_user
+        if isinstance(method, GetFile):
+            content = self.files[method.file_id]
+            return File(
+                file_id=method.file_id,
+                file_unique_id=f"u-{method.file_id}",
+                file_size=len(content),
+                file_path=f"documents/{method.file_id}",
+            )
+        if isinstance(method, SendDocument):
+            return Message(
+                message_id=next(self._message_ids),
+                date=now,
+                chat=Chat(id=int(method.chat_id), type=ChatType.PRIVATE),
+                from_user=bot_user,
+                caption=method.caption,
+                document=Document(file_id=f"sent-{next(self._message_ids)}", file_unique_id="sent"),
+            )
         if isinstance(method, SendMessage):
             chat_type = ChatType.PRIVATE if int(method.chat_id) > 0 else ChatType.SUPERGROUP
             return Message(
@@ -108,8 +131,9 @@ class RecordingSession(BaseSession):
         timeout: int = 30,
         chunk_size: int = 65536,
         raise_for_status: bool = True,
-    ) -> AsyncGenerator[bytes, None]:  # pragma: no cover - not used
-        yield b""
+    ) -> AsyncGenerator[bytes, None]:
+        """A file's content (``files``), by the file id at the end of its download URL."""
+        yield self.files[url.rsplit("/", 1)[-1]]
 
     # ---- what tests look at ----------------------------------------------------------------------
 

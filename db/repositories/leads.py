@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from db import permissions
+from db.assignment import AutoAssigner
 from db.enums import FORWARD_MOVES, REOPEN_MOVES, HistoryAction, LeadField, LeadStatus, Role
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
@@ -289,10 +290,17 @@ def _build_list_query(names: tuple[str, ...], unassigned: bool) -> Select[Any]:
 
 
 class LeadRepository:
-    def __init__(self, session: AsyncSession, crm: CrmSection, events: list[DomainEvent]) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        crm: CrmSection,
+        events: list[DomainEvent],
+        assigner: AutoAssigner | None = None,
+    ) -> None:
         self.session = session
         self.crm = crm
         self.events = events
+        self.assigner = assigner
 
     # ---- reading -------------------------------------------------------------------------------------
 
@@ -468,6 +476,10 @@ class LeadRepository:
         await self.session.flush()
         return entry.id
 
+    def check_source(self, source: str) -> str:
+        """The configured source ``source`` names (case aside), or InvalidInput."""
+        return self._check_source(source)
+
     def _check_source(self, source: str) -> str:
         source = (source or "").strip()
         for known in self.crm.sources:
@@ -504,6 +516,18 @@ class LeadRepository:
             raise DuplicateLead(phone, existing.id if existing else 0) from None
 
     async def create(self, actor: Actor, draft: LeadDraft) -> Lead:
+        """A new lead with its history. Unassigned, it goes to the automatic assignment (if on)."""
+        lead_id, _ = await self.add(actor, draft)
+        lead = await self.session.get(Lead, lead_id)
+        assert lead is not None
+        return lead
+
+    async def add(self, actor: Actor, draft: LeadDraft, *, announce: bool = True) -> tuple[int, int | None]:
+        """``create`` without loading the lead back: ``(lead id, salesperson id or None)``.
+
+        ``announce=False``: no LeadCreated event, hence no notification of its own (an import sends one
+        summary per salesperson instead).
+        """
         if not permissions.can_create(actor):
             raise Forbidden("create")
         name = clean_name(draft.client_name)
@@ -512,6 +536,7 @@ class LeadRepository:
         budget = check_budget(draft.budget)
         notes = clean_text(draft.notes, "notes", MAX_NOTES, required=False)
         assignee = await self.assignee(draft.assigned_to) if draft.assigned_to is not None else None
+        assigned_to_id = assignee.id if assignee else None
         now = utcnow()
         values = {
             "client_name": name,
@@ -539,11 +564,23 @@ class LeadRepository:
         history = [_history_values(lead_id, actor, HistoryAction.CREATED, None, LeadStatus.NEW.value, at=now)]
         if assignee is not None:
             history.append(_history_values(lead_id, actor, HistoryAction.ASSIGNED, None, assignee.full_name, at=now))
+        elif self.assigner is not None and self.assigner.enabled:
+            # Picked once the lead exists, so a duplicate phone never moves the turn on. The history row
+            # has no author: the system assigned it ("assigned automatically").
+            picked = await self.assigner.pick(source, now=now)
+            if picked is not None:
+                await self.session.execute(
+                    update(Lead)
+                    .where(Lead.id == lead_id)
+                    .values(assigned_to_id=picked.id)
+                    .execution_options(synchronize_session=False)
+                )
+                history.append(_history_values(lead_id, None, HistoryAction.ASSIGNED, None, picked.full_name, at=now))
+                assigned_to_id = picked.id
         history_ids = list(await self.session.scalars(insert(_HISTORY_TABLE).returning(LeadHistory.id), history))
-        lead = await self.session.get(Lead, lead_id)
-        assert lead is not None
-        self.events.append(LeadCreated(lead_id, actor.id, history_ids[0]))
-        return lead
+        if announce:
+            self.events.append(LeadCreated(lead_id, actor.id, history_ids[0]))
+        return lead_id, assigned_to_id
 
     async def update(self, actor: Actor, lead_id: int, changes: LeadChanges) -> Lead:
         lead = await self._load(lead_id, for_update=True)
@@ -634,6 +671,40 @@ class LeadRepository:
         history_id = await self._written(entry)
         self.events.append(LeadReassigned(lead.id, actor.id, old_id, assignee.id, history_id))
         return lead
+
+    async def assign_waiting(self, now: datetime, *, limit: int = 100) -> int:
+        """Automatic assignment of new leads left unassigned (created outside working hours, or when
+        nobody was available), oldest first; how many were assigned. Nothing in manual mode or outside
+        working hours. Each is in the history without an author and announced as a reassignment."""
+        if self.assigner is None or not self.assigner.enabled:
+            return 0
+        waiting = (
+            await self.session.execute(
+                select(Lead.id, Lead.source)
+                .where(Lead.deleted_at.is_(None), Lead.assigned_to_id.is_(None), Lead.status == LeadStatus.NEW)
+                .order_by(Lead.id)
+                .limit(limit)
+            )
+        ).all()
+        assigned = 0
+        for lead_id, source in waiting:
+            picked = await self.assigner.pick(source, now=now)
+            if picked is None:
+                break
+            result = await self.session.execute(
+                update(Lead)
+                .where(Lead.id == lead_id, Lead.assigned_to_id.is_(None), Lead.deleted_at.is_(None))
+                .values(assigned_to_id=picked.id, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                continue
+            values = _history_values(lead_id, None, HistoryAction.ASSIGNED, None, picked.full_name, at=now)
+            history_id = await self.session.scalar(insert(_HISTORY_TABLE).returning(LeadHistory.id), values)
+            assert history_id is not None
+            self.events.append(LeadReassigned(lead_id, None, None, picked.id, history_id))
+            assigned += 1
+        return assigned
 
     async def take(self, actor: Actor, lead_id: int) -> Lead:
         """A salesperson claims an unassigned lead; one conditional UPDATE makes two presses give one owner."""

@@ -147,6 +147,14 @@ class UserRepository:
         target.is_active = active
         return target
 
+    async def set_paused(self, actor: Actor, user_id: int, paused: bool) -> User:
+        """Put a salesperson on leave (automatic assignment skips them; their leads stay theirs), or back."""
+        target = await self.get(actor, user_id)
+        if not permissions.can_pause(actor, target):
+            raise Forbidden("pause", "only an active salesperson can be paused, by an admin or the head of sales")
+        target.paused = paused
+        return target
+
     async def set_language(self, actor: Actor, language: str) -> None:
         if language not in ("ru", "en"):
             raise InvalidInput("language", "language_unknown", "language must be ru or en")

@@ -1,0 +1,264 @@
+"""Meta lead ads: the subscription check, signed deliveries, dedupe on leadgen_id, Graph fetch with retries.
+
+The Graph API is a fake on 127.0.0.1 (tests/fake_graph.py): nothing reaches Meta.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from api.app import create_app
+from api.meta import MetaLeadFetcher
+from bot.config import Settings
+from db.engine import Database
+from db.models import Comment, Lead, MetaLeadgen, OutboxMessage
+from db.repositories import LeadDraft
+from db.uow import UnitOfWorkFactory
+from tests.conftest import Team
+from tests.fake_graph import ACCESS_TOKEN, FakeGraph
+
+APP_SECRET = "meta-app-secret-for-tests"
+VERIFY_TOKEN = "verify-me-please"
+URL = "/api/meta/webhook"
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[FakeGraph]:
+    async with FakeGraph() as server:
+        yield server
+
+
+@pytest.fixture
+def meta_settings(settings: Settings, graph: FakeGraph) -> Settings:
+    return Settings.model_validate(
+        {
+            **settings.model_dump(mode="python", exclude={"bot", "meta", "assignment"}),
+            "bot": {"token": "42:TEST-TOKEN"},
+            "assignment": {"mode": "round_robin"},
+            "meta": {
+                "app_secret": APP_SECRET,
+                "verify_token": VERIFY_TOKEN,
+                "page_access_token": ACCESS_TOKEN,
+                "graph_url": graph.base_url,
+                "retry_after": "0s",
+                "max_attempts": 3,
+                "fields": {"full_name": "client_name", "phone_number": "phone_number", "budget": "budget"},
+            },
+        }
+    )
+
+
+@pytest.fixture
+def meta_app(meta_settings: Settings, database: Database) -> FastAPI:
+    return create_app(meta_settings, database)
+
+
+@pytest.fixture
+async def meta_client(meta_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=meta_app), base_url="http://leadbot.test") as c:
+        yield c
+
+
+def fetcher(app: FastAPI) -> MetaLeadFetcher:
+    result: MetaLeadFetcher = app.state.meta_fetcher
+    return result
+
+
+def delivery(*leadgen_ids: str, page_id: str = "P1") -> bytes:
+    changes = [
+        {"field": "leadgen", "value": {"leadgen_id": lid, "page_id": page_id, "form_id": "F1", "ad_id": "A1"}}
+        for lid in leadgen_ids
+    ]
+    return json.dumps({"object": "page", "entry": [{"id": page_id, "time": 1764410000, "changes": changes}]}).encode()
+
+
+def signed(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+async def post(client: httpx.AsyncClient, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    return await client.post(URL, content=body, headers=signed(body) if headers is None else headers)
+
+
+async def all_of(factory: UnitOfWorkFactory, model: type) -> list[Any]:
+    async with factory(read_only=True) as uow:
+        return list((await uow.session.scalars(select(model).order_by(model.id))).all())  # type: ignore[attr-defined]
+
+
+ANSWERS = {"full_name": "Мадина Юсупова", "phone_number": "+998 90 777 66 55", "budget": "80k", "city": "Ташкент"}
+
+
+async def test_the_subscription_check(meta_client: httpx.AsyncClient) -> None:
+    params = {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1158201444"}
+    ok = await meta_client.get(URL, params=params)
+    assert (ok.status_code, ok.text) == (200, "1158201444")
+    wrong = await meta_client.get(URL, params={**params, "hub.verify_token": "nope"})
+    assert wrong.status_code == 403
+    assert (await meta_client.get(URL, params={**params, "hub.mode": "unsubscribe"})).status_code == 403
+
+
+async def test_not_configured_is_not_found(client: httpx.AsyncClient) -> None:
+    assert (await client.get(URL, params={"hub.mode": "subscribe"})).status_code == 404
+    assert (await client.post(URL, content=delivery("L1"))).status_code == 404
+
+
+async def test_a_signed_delivery_becomes_a_lead_its_salesperson_hears_about_within_a_second(
+    meta_client: httpx.AsyncClient, meta_app: FastAPI, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    graph.add_lead("L1", ANSWERS)
+    started = time.monotonic()
+    response = await post(meta_client, delivery("L1"))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": 1}
+    await fetcher(meta_app).idle()
+    elapsed = time.monotonic() - started
+
+    [lead] = await all_of(uow_factory, Lead)
+    assert (lead.client_name, lead.phone_number, lead.source, lead.budget) == (
+        "Мадина Юсупова",
+        "+998907776655",
+        "Instagram",
+        80000.0,
+    )
+    assert "F1" in lead.notes and "A1" in lead.notes and "L1" in lead.notes and "city: Ташкент" in lead.notes
+    assert lead.assigned_to_id == team.seller.id  # automatic assignment
+    [row] = await all_of(uow_factory, MetaLeadgen)
+    assert (row.status, row.lead_id, row.platform, row.attempts) == ("done", lead.id, "ig", 0)
+    outbox = await all_of(uow_factory, OutboxMessage)
+    assert [(m.user_id, m.kind) for m in outbox] == [(team.seller.id, "lead_new")]
+    assert elapsed < 1.0
+    [(path, query)] = graph.requests
+    assert path == "/v25.0/L1" and "field_data" in query["fields"]
+
+
+async def test_facebook_forms_get_the_facebook_source(
+    meta_client: httpx.AsyncClient, meta_app: FastAPI, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    graph.add_lead("L2", ANSWERS, platform="fb")
+    await post(meta_client, delivery("L2"))
+    await fetcher(meta_app).idle()
+    assert [lead.source for lead in await all_of(uow_factory, Lead)] == ["Facebook"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "application/json"},
+        {"X-Hub-Signature-256": "sha256=" + "0" * 64},
+        {"X-Hub-Signature-256": "not-even-a-signature"},
+    ],
+    ids=["missing", "wrong", "garbage"],
+)
+async def test_a_badly_signed_delivery_is_refused_unread(
+    meta_client: httpx.AsyncClient, graph: FakeGraph, uow_factory: UnitOfWorkFactory, headers: dict[str, str]
+) -> None:
+    response = await post(meta_client, delivery("L1"), headers)
+    assert response.status_code == 401
+    # Signed with another secret: refused as well.
+    body = delivery("L1")
+    assert (await post(meta_client, body, signed(body, "another-secret"))).status_code == 401
+    assert await all_of(uow_factory, MetaLeadgen) == []
+    assert graph.requests == []
+
+
+async def test_a_signed_delivery_that_is_not_json_is_a_400(meta_client: httpx.AsyncClient) -> None:
+    assert (await post(meta_client, b"{not json")).status_code == 400
+
+
+async def test_the_same_leadgen_id_five_times_makes_one_lead(
+    meta_client: httpx.AsyncClient, meta_app: FastAPI, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    graph.add_lead("L1", ANSWERS)
+    for _ in range(5):
+        assert (await post(meta_client, delivery("L1"))).status_code == 200
+        await fetcher(meta_app).idle()
+    assert len(await all_of(uow_factory, Lead)) == 1
+    assert len(await all_of(uow_factory, MetaLeadgen)) == 1
+    assert graph.calls_for("L1") == 1
+
+
+async def test_a_graph_outage_is_retried_and_the_lead_made_once(
+    meta_client: httpx.AsyncClient, meta_app: FastAPI, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    graph.add_lead("L1", ANSWERS)
+    graph.fail_next(500)
+    await post(meta_client, delivery("L1"))
+    await fetcher(meta_app).idle()
+    assert len(await all_of(uow_factory, Lead)) == 1
+    [row] = await all_of(uow_factory, MetaLeadgen)
+    assert (row.status, row.attempts) == ("done", 1)
+    assert graph.calls_for("L1") == 2
+
+
+async def test_a_lasting_outage_gives_up_but_keeps_the_leadgen_id(
+    meta_client: httpx.AsyncClient, meta_app: FastAPI, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    graph.add_lead("L1", ANSWERS)
+    graph.fail_next(503, times=10)
+    await post(meta_client, delivery("L1"))
+    await fetcher(meta_app).idle()
+    [row] = await all_of(uow_factory, MetaLeadgen)
+    assert (row.leadgen_id, row.status, row.attempts) == ("L1", "failed", 3)
+    assert "503" in row.last_error
+    assert await all_of(uow_factory, Lead) == []
+
+
+async def test_a_duplicate_phone_comments_the_existing_lead_and_tells_its_salesperson(
+    meta_client: httpx.AsyncClient, meta_app: FastAPI, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    async with uow_factory() as uow:
+        existing = await uow.leads.create(
+            team.admin.user,
+            LeadDraft(client_name="Мадина", phone_number="+998907776655", source="Сайт", assigned_to=team.seller2.id),
+        )
+        await uow.commit()
+    graph.add_lead("L9", ANSWERS)
+    await post(meta_client, delivery("L9"))
+    await fetcher(meta_app).idle()
+
+    assert [lead.id for lead in await all_of(uow_factory, Lead)] == [existing.id]
+    [comment] = await all_of(uow_factory, Comment)
+    assert comment.lead_id == existing.id
+    assert "Клиент вернулся" in comment.text and "Instagram" in comment.text and "L9" in comment.text
+    [row] = await all_of(uow_factory, MetaLeadgen)
+    assert (row.status, row.lead_id) == ("done", existing.id)
+    outbox = [(m.user_id, m.kind) for m in await all_of(uow_factory, OutboxMessage)]
+    assert (team.seller2.id, "lead_comment") in outbox
+
+
+async def test_answers_without_a_phone_end_the_row_without_retrying(
+    meta_client: httpx.AsyncClient, meta_app: FastAPI, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    graph.add_lead("L5", {"full_name": "Без телефона"})
+    await post(meta_client, delivery("L5"))
+    await fetcher(meta_app).idle()
+    [row] = await all_of(uow_factory, MetaLeadgen)
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert graph.calls_for("L5") == 1
+    assert await all_of(uow_factory, Lead) == []
+
+
+async def test_other_changes_are_ignored(meta_client: httpx.AsyncClient, uow_factory: UnitOfWorkFactory) -> None:
+    body = json.dumps({"object": "page", "entry": [{"changes": [{"field": "feed", "value": {}}]}]}).encode()
+    response = await post(meta_client, body)
+    assert (response.status_code, response.json()) == (200, {"received": 0})
+    assert await all_of(uow_factory, MetaLeadgen) == []
+
+
+def test_secrets_are_secret() -> None:
+    settings = Settings.model_validate({"meta": {"app_secret": APP_SECRET}})
+    assert isinstance(settings.meta.app_secret, SecretStr)
+    assert APP_SECRET not in repr(settings.meta)
+    assert not settings.meta.enabled
