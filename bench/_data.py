@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from db.settings import DEFAULT_SOURCES
 from db.engine import open_database
 from db.enums import LeadStatus, Role
 from db.migrate import MIGRATIONS_DIR, upgrade
+from db.settings import DEFAULT_SOURCES
 from db.validation import fold_for_search
 
 LEADS = 1_000_000
