@@ -60,6 +60,7 @@ import itertools
 import os
 import platform
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -683,7 +684,7 @@ class Process:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(2)  # SIGINT: aiogram stops polling and the bot shuts down in order
+            self.proc.send_signal(signal.SIGINT)  # aiogram stops polling and the bot shuts down in order
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
