@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.config import DEFAULT_SOURCES
-from db.engine import create_engine
+from db.engine import open_database
 from db.enums import LeadStatus, Role
 from db.migrate import MIGRATIONS_DIR, upgrade
+from db.settings import DEFAULT_SOURCES
 from db.validation import fold_for_search
 
 LEADS = 1_000_000
@@ -192,11 +192,11 @@ def _fill(path: Path, leads: int) -> list[int]:
 
 
 async def _migrate(path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    database = open_database(f"sqlite+aiosqlite:///{path}")
     try:
-        await upgrade(engine)
+        await upgrade(database.write_engine)
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 def cached_database(leads: int = LEADS, *, rebuild: bool = False, log: bool = True) -> BenchData:

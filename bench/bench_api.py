@@ -29,7 +29,7 @@ import httpx
 
 from api.app import create_app
 from bot.config import Settings
-from db.engine import create_engine, create_sessionmaker
+from db.engine import open_database
 from db.migrate import upgrade
 from db.repositories import leads as leads_repository
 from db.validation import fold_for_search
@@ -48,9 +48,11 @@ def _url(path: Path) -> str:
 
 
 async def _migrate(path: Path) -> None:
-    engine = create_engine(_url(path))
-    await upgrade(engine)
-    await engine.dispose()
+    database = open_database(_url(path))
+    try:
+        await upgrade(database.write_engine)
+    finally:
+        await database.dispose()
 
 
 def _count(path: Path) -> int:
@@ -131,10 +133,9 @@ async def measure(call: Callable[[], Awaitable[object]], requests: int) -> tuple
 
 async def run(leads: int, requests: int, deep_page: int) -> None:
     settings = Settings.model_validate({"database": {"url": _url(DB_PATH)}})
-    engine = create_engine(settings.database.url)
-    await upgrade(engine)
-    sessionmaker = create_sessionmaker(engine)
-    app = create_app(settings, sessionmaker)
+    database = open_database(settings.database.url)
+    await upgrade(database.write_engine)
+    app = create_app(settings, database)
     async with app.state.uow_factory() as uow:
         admin = await uow.users.by_telegram_id(ADMIN_TG)
         assert admin is not None
@@ -201,7 +202,7 @@ async def run(leads: int, requests: int, deep_page: int) -> None:
         for name, api_call, raw_call in cases:
             results.append((name, await measure(api_call, requests), await measure(raw_call, requests)))
     raw.close()
-    await engine.dispose()
+    await database.dispose()
 
     print(f"\n{leads:,} leads, {requests} sequential requests per case, one process\n")
     print("| query | API req/s | API p99 ms | raw sqlite3 req/s | raw p99 ms | API/raw time |")

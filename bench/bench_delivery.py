@@ -32,7 +32,7 @@ from bot.config import Settings  # noqa: E402
 from bot.delivery import DeliveryWorker  # noqa: E402
 from bot.factory import create_bot, create_uow_factory  # noqa: E402
 from bot.presentation import message_payload  # noqa: E402
-from db.engine import create_engine, create_sessionmaker  # noqa: E402
+from db.engine import open_database  # noqa: E402
 from db.enums import OutboxStatus  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from tests.fake_bot_api import FakeBotAPI  # noqa: E402
@@ -78,12 +78,12 @@ def max_per_window(stamps: list[float], span: float) -> int:
 async def run(messages: int, chats: int, rate: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-        engine = create_engine(url)
-        await upgrade(engine)
+        database = open_database(url)
+        await upgrade(database.write_engine)
         settings = Settings.model_validate(
             {"bot": {"token": BOT_TOKEN}, "database": {"url": url}, "notifications": {"rate_per_second": rate}}
         )
-        factory = create_uow_factory(settings, create_sessionmaker(engine))
+        factory = create_uow_factory(settings, database)
 
         rng = random.Random(42)
         targets = [100_000 + i % chats for i in range(messages)]
@@ -123,7 +123,7 @@ async def run(messages: int, chats: int, rate: float) -> dict[str, Any]:
 
         async with factory() as uow:
             counts = await uow.outbox.counts()
-        await engine.dispose()
+        await database.dispose()
 
     every = sorted(t for chat in stamps.values() for t in chat)
     sent = len(every)

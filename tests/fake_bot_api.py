@@ -20,6 +20,9 @@ What it does:
 * injects faults into the next call of a method: :meth:`FakeBotAPI.fail_next` (an error answer — 429
   with ``parameters.retry_after``, 403, 400, 500…), :meth:`FakeBotAPI.drop_next` (the connection is
   closed without an answer), :meth:`FakeBotAPI.delay_next` (the answer comes late: client timeouts);
+* optionally answers every method but ``getUpdates`` after a fixed round trip (``delay``, in seconds,
+  settable at any time): requests overlap, as Telegram's do; each :class:`Recorded` carries when it
+  arrived and when it was answered (``time.monotonic()``), for latency benchmarks;
 * optionally enforces Telegram's flood limits (``enforce_limits=True``): about 30 sends a second in
   total, one a second to one chat, 20 a minute to one group; a send over a limit is answered with 429
   and ``retry_after`` like Telegram does, and counted (:attr:`FakeBotAPI.limit_hits`). The clock is
@@ -108,6 +111,9 @@ class Recorded:
     chat_id: int | str | None
     # The HTTP status the server answered with; None when the connection was dropped.
     status: int | None = 200
+    # time.monotonic() when the request arrived and when its answer went out (None until then).
+    received_at: float = 0.0
+    answered_at: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -150,8 +156,11 @@ class FakeBotAPI:
         per_chat_per_second: int = 1,
         group_per_minute: int = 20,
         clock: Callable[[], float] = time.monotonic,
+        delay: float = 0.0,
     ) -> None:
         self.token = token
+        # Seconds every method but getUpdates waits before it is answered (a Telegram round trip).
+        self.delay = delay
         self.bot_user: dict[str, Any] = {
             "id": bot_id,
             "is_bot": True,
@@ -373,11 +382,22 @@ class FakeBotAPI:
     # ---- the HTTP side -----------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        received_at = time.monotonic()
         method = request.match_info["method"]
         params = await _read_params(request)
         chat_id = _chat_id(params.get("chat_id"))
-        record = Recorded(method=method, params=params, chat_id=chat_id)
+        record = Recorded(method=method, params=params, chat_id=chat_id, received_at=received_at)
         self.requests.append(record)
+        response = await self._answer(request, method, params, chat_id, record)
+        record.answered_at = time.monotonic()
+        return response
+
+    async def _answer(
+        self, request: web.Request, method: str, params: Params, chat_id: int | str | None, record: Recorded
+    ) -> web.StreamResponse:
+        if self.delay > 0 and method != "getUpdates":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.delay)
 
         if request.match_info["token"] != self.token:
             return self._error(record, 401, "Unauthorized")
