@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.analytics import AnalyticsRepository
 from db.engine import Database
 from db.events import DomainEvent
 from db.repositories import InviteRepository, LeadRepository, UserRepository
@@ -62,6 +63,7 @@ class UnitOfWork:
         self.reminders = ReminderRepository(session)
         self.tokens = ApiTokenRepository(session)
         self.idempotency = IdempotencyRepository(session)
+        self.analytics = AnalyticsRepository(session, settings.crm)
 
     def in_transaction(self) -> bool:
         return self.session.in_transaction()
