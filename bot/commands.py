@@ -10,11 +10,24 @@ from db.enums import Role
 
 _COMMON = ["start", "leads", "lead", "find"]
 _BY_ROLE: dict[Role, list[str]] = {
-    Role.ADMIN: ["start", "new", "leads", "lead", "find", "assign", "tasks", "users", "invite", "outbox", "token"],
-    Role.ROP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "users", "invite", "token"],
-    Role.MOP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "token"],
-    Role.SELLER: ["start", "leads", "lead", "find", "tasks", "token"],
-    Role.FINANCE: ["start", "leads", "lead", "find", "token"],
+    Role.ADMIN: [
+        "start",
+        "new",
+        "leads",
+        "lead",
+        "find",
+        "assign",
+        "tasks",
+        "users",
+        "invite",
+        "outbox",
+        "token",
+        "stats",
+    ],
+    Role.ROP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "users", "invite", "token", "stats"],
+    Role.MOP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "token", "stats"],
+    Role.SELLER: ["start", "leads", "lead", "find", "tasks", "token", "stats"],
+    Role.FINANCE: ["start", "leads", "lead", "find", "token", "stats"],
 }
 _TAIL = ["lang", "cancel", "help"]
 

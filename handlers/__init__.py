@@ -31,6 +31,7 @@ from handlers import (
     outbox_admin,
     people,
     start,
+    stats,
     team,
     tokens,
 )
@@ -49,6 +50,7 @@ def get_routers() -> list[Router]:
         team.create_router(),
         tokens.create_router(),
         outbox_admin.create_router(),
+        stats.create_router(),
         fallback.create_router(),
         errors.create_router(),
     ]

@@ -365,6 +365,60 @@ TEXTS: dict[str, str] = {
     "digest.team.overdue": "<b>Overdue work</b>:",
     "digest.team.overdue_item": "• {name}: overdue follow-ups: {followups}, leads waiting in «new»: {leads}",
     "digest.team.no_overdue": "Nothing overdue. ✅",
+    # ---- reports: /stats, /export, /report ---------------------------------------------------------
+    "cmd.stats": "Statistics and charts",
+    "cmd.export": "Export leads to Excel",
+    "cmd.report": "PDF report",
+    "stats.choose": "📊 <b>Statistics</b>: choose a period.",
+    "report.choose": "📄 <b>PDF report</b>: choose a period.",
+    "stats.btn.today": "Today",
+    "stats.btn.week": "7 days",
+    "stats.btn.days30": "30 days",
+    "stats.btn.month": "This month",
+    "stats.btn.range": "📅 Custom period",
+    "stats.ask_range": "Type a period: <code>01.11.2026-30.11.2026</code>\n/cancel to cancel.",
+    "stats.range_invalid": (
+        "I could not read that period. Example: <code>01.11.2026-30.11.2026</code> — the start not after the "
+        "end, at most {days} days. /cancel to cancel."
+    ),
+    "reports.private_only": "Reports and exports are sent only in a private chat with the bot.",
+    "stats.forbidden": "Statistics are not available to you.",
+    "stats.title": "📊 <b>Team statistics for {period}</b>",
+    "stats.title_own": "📊 <b>Your statistics for {period}</b>",
+    "stats.empty": "No leads in this period.",
+    "stats.total": (
+        "Created: <b>{created}</b> · taken into work: {in_work} · closed: <b>{closed}</b> ({conversion}) · "
+        "refused: {refused} ({refusal_rate})"
+    ),
+    "stats.sources": "<b>By source</b> (created → into work → closed, refused):",
+    "stats.source_row": "• {source}: {created} → {in_work} → {closed} ({conversion}), refused {refused} ({refusal_rate})",
+    "stats.sellers": "<b>By salesperson</b> (time to first response: median / 90%):",
+    "stats.seller_row": (
+        "• {name}: assigned {assigned}, closed {closed} ({conversion}), refused {refused}, waiting in «новый» "
+        "{waiting}; response {median} / {p90}"
+    ),
+    "stats.unassigned": "Unassigned: {count}",
+    "stats.reasons": "<b>Refusal reasons</b>:",
+    "stats.reason_row": "• {reason} — {count}",
+    "stats.cohorts": "<b>Weekly cohorts</b> (created → closed by today):",
+    "stats.cohort_row": "• week of {week}: {created} → {closed} ({conversion})",
+    "stats.more": "…and {count} more",
+    "stats.duration.under_minute": "&lt;1 min",
+    "stats.duration.minutes": "{m} min",
+    "stats.duration.hours": "{h} h {m} min",
+    "stats.duration.days": "{d} d {h} h",
+    "stats.chart.funnel": "Funnel by source",
+    "stats.chart.conversion": "Conversion by source (closed ÷ created)",
+    "stats.chart.response": "Time to first response",
+    "stats.chart.daily": "New leads per day",
+    "stats.chart.created": "Created",
+    "stats.chart.in_work": "Into work",
+    "stats.chart.closed": "Closed",
+    "stats.chart.refused": "Refused",
+    "stats.chart.median": "Median",
+    "stats.chart.p90": "90th percentile",
+    "stats.chart.hours": "hours",
+    "stats.chart.no_answers": "No responses yet",
     # ---- api tokens -------------------------------------------------------------------------------
     "tokens.issued": (
         "Your personal HTTP API token (shown once — keep it safe):\n\n<code>{token}</code>\n\n"

@@ -367,6 +367,60 @@ TEXTS: dict[str, str] = {
     "digest.team.overdue": "<b>Просрочки</b>:",
     "digest.team.overdue_item": "• {name}: просроченных задач — {followups}, лидов ждут в «новом» — {leads}",
     "digest.team.no_overdue": "Просрочек нет. ✅",
+    # ---- reports: /stats, /export, /report ---------------------------------------------------------
+    "cmd.stats": "Статистика и графики",
+    "cmd.export": "Выгрузка лидов в Excel",
+    "cmd.report": "PDF-отчёт",
+    "stats.choose": "📊 <b>Статистика</b>: выберите период.",
+    "report.choose": "📄 <b>PDF-отчёт</b>: выберите период.",
+    "stats.btn.today": "Сегодня",
+    "stats.btn.week": "7 дней",
+    "stats.btn.days30": "30 дней",
+    "stats.btn.month": "Этот месяц",
+    "stats.btn.range": "📅 Свой период",
+    "stats.ask_range": "Введите период: <code>01.11.2026-30.11.2026</code>\n/cancel — отменить.",
+    "stats.range_invalid": (
+        "Не понял период. Пример: <code>01.11.2026-30.11.2026</code> — начало не позже конца, не длиннее "
+        "{days} дней. /cancel — отменить."
+    ),
+    "reports.private_only": "Отчёты и выгрузки — только в личном чате с ботом.",
+    "stats.forbidden": "Статистика вам недоступна.",
+    "stats.title": "📊 <b>Статистика команды за {period}</b>",
+    "stats.title_own": "📊 <b>Ваша статистика за {period}</b>",
+    "stats.empty": "За этот период лидов нет.",
+    "stats.total": (
+        "Создано: <b>{created}</b> · в работу: {in_work} · закрыто: <b>{closed}</b> ({conversion}) · "
+        "отказ: {refused} ({refusal_rate})"
+    ),
+    "stats.sources": "<b>По источникам</b> (создано → в работу → закрыто, отказ):",
+    "stats.source_row": "• {source}: {created} → {in_work} → {closed} ({conversion}), отказ {refused} ({refusal_rate})",
+    "stats.sellers": "<b>По продажникам</b> (время первого ответа: медиана / 90%):",
+    "stats.seller_row": (
+        "• {name}: назначено {assigned}, закрыто {closed} ({conversion}), отказ {refused}, ждут в «новом» "
+        "{waiting}; ответ {median} / {p90}"
+    ),
+    "stats.unassigned": "Без продажника: {count}",
+    "stats.reasons": "<b>Причины отказов</b>:",
+    "stats.reason_row": "• {reason} — {count}",
+    "stats.cohorts": "<b>Когорты по неделям</b> (создано → закрыто к сегодняшнему дню):",
+    "stats.cohort_row": "• с {week}: {created} → {closed} ({conversion})",
+    "stats.more": "…и ещё {count}",
+    "stats.duration.under_minute": "&lt;1 мин",
+    "stats.duration.minutes": "{m} мин",
+    "stats.duration.hours": "{h} ч {m} мин",
+    "stats.duration.days": "{d} д {h} ч",
+    "stats.chart.funnel": "Воронка по источникам",
+    "stats.chart.conversion": "Конверсия по источникам (закрыто ÷ создано)",
+    "stats.chart.response": "Время первого ответа",
+    "stats.chart.daily": "Новые лиды по дням",
+    "stats.chart.created": "Создано",
+    "stats.chart.in_work": "В работу",
+    "stats.chart.closed": "Закрыто",
+    "stats.chart.refused": "Отказ",
+    "stats.chart.median": "Медиана",
+    "stats.chart.p90": "90-й перцентиль",
+    "stats.chart.hours": "часы",
+    "stats.chart.no_answers": "Ответов пока нет",
     # ---- api tokens -------------------------------------------------------------------------------
     "tokens.issued": (
         "Ваш личный токен для HTTP API (показывается один раз — сохраните его):\n\n<code>{token}</code>\n\n"
