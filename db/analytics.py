@@ -44,6 +44,8 @@ from db.settings import CrmSection
 
 # The longest period one request may cover: a wider one is refused rather than read row by row.
 MAX_PERIOD_DAYS = 731
+# Dates outside these years are refused (their midnights need not even exist as datetimes).
+MIN_YEAR, MAX_YEAR = 1970, 9000
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -75,6 +77,8 @@ class Period:
     last: date
 
     def __post_init__(self) -> None:
+        if self.first.year < MIN_YEAR or self.last.year > MAX_YEAR:
+            raise InvalidInput("period", "period_out_of_range", f"a period lies within {MIN_YEAR}..{MAX_YEAR}")
         if self.last < self.first:
             raise InvalidInput("period", "period_reversed", "the period ends before it starts")
         if (self.last - self.first).days + 1 > MAX_PERIOD_DAYS:
