@@ -24,10 +24,23 @@ _BY_ROLE: dict[Role, list[str]] = {
         "token",
         "stats",
     ],
-    Role.ROP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "users", "invite", "token", "stats"],
-    Role.MOP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "token", "stats"],
-    Role.SELLER: ["start", "leads", "lead", "find", "tasks", "token", "stats"],
-    Role.FINANCE: ["start", "leads", "lead", "find", "token", "stats"],
+    Role.ROP: [
+        "start",
+        "new",
+        "leads",
+        "lead",
+        "find",
+        "assign",
+        "tasks",
+        "users",
+        "invite",
+        "token",
+        "stats",
+        "export",
+    ],
+    Role.MOP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "token", "stats", "export"],
+    Role.SELLER: ["start", "leads", "lead", "find", "tasks", "token", "stats", "export"],
+    Role.FINANCE: ["start", "leads", "lead", "find", "token", "stats", "export"],
 }
 _TAIL = ["lang", "cancel", "help"]
 

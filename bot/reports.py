@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from bot.texts import Texts
 from bot.views import cut, esc
-from db.analytics import Summary
+from db.analytics import Period, Summary
 
 CHART_SIZE = (8.0, 6.0)  # inches
 CHART_DPI = 150  # 1200×900 pixels: sharp on a phone, a few dozen kilobytes
@@ -50,9 +50,13 @@ def format_day(day: date) -> str:
     return f"{day.day:02d}.{day.month:02d}.{day.year}"
 
 
-def period_label(summary: Summary) -> str:
-    first, last = summary.period.first, summary.period.last
+def period_text(period: Period) -> str:
+    first, last = period.first, period.last
     return format_day(first) if first == last else f"{format_day(first)} — {format_day(last)}"
+
+
+def period_label(summary: Summary) -> str:
+    return period_text(summary.period)
 
 
 # ---- text --------------------------------------------------------------------------------------------

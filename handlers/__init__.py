@@ -23,6 +23,7 @@ from aiogram import Router
 from handlers import (
     common,
     errors,
+    exports,
     fallback,
     followups,
     lead_card,
@@ -51,6 +52,7 @@ def get_routers() -> list[Router]:
         tokens.create_router(),
         outbox_admin.create_router(),
         stats.create_router(),
+        exports.create_router(),
         fallback.create_router(),
         errors.create_router(),
     ]
