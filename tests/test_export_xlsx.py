@@ -21,6 +21,7 @@ from db.exports import export_batches
 from db.models import Lead, User, person_name
 from db.repositories import LeadFilter
 from db.uow import UnitOfWorkFactory
+from keyboards.callbacks import LeadListAction, LeadListCB
 from tests.analytics_data import simulate, store
 from tests.api_support import bearer
 from tests.conftest import Harness, Team
@@ -215,3 +216,19 @@ def test_export_name() -> None:
     from bot.xlsx_export import export_name
 
     assert export_name(datetime(2026, 11, 29, tzinfo=UTC) + timedelta(hours=1)) == "leads-2026-11-29.xlsx"
+
+
+async def test_the_lists_excel_button_keeps_its_filters(
+    harness: Harness, team: Team, uow_factory: UnitOfWorkFactory, generated: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = await capture_documents(harness, monkeypatch)
+    await harness.send(team.rop, "/leads")
+    await harness.press(team.rop, "Статус ▾")
+    await harness.press(team.rop, "отказ")
+    await harness.press(team.rop, "Excel")
+    _book, rows = read_sheet(sent[0])
+    expected = await expected_rows(uow_factory, status=LeadStatus.REFUSED)
+    assert rows[1:] == expected and expected
+    # A forged filter is refused, not exported.
+    await harness.click(team.rop, LeadListCB(action=LeadListAction.EXPORT, source=999))
+    assert len(sent) == 1 and "фильтр больше недоступен" in harness.alerts()[-1]

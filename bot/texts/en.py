@@ -252,6 +252,7 @@ TEXTS: dict[str, str] = {
     "leads.btn.status": "Status ▾",
     "leads.btn.source": "Source ▾",
     "leads.btn.seller": "Salesperson ▾",
+    "leads.btn.export": "⬇️ Excel",
     "leads.btn.reset": "✖ Reset filters",
     "leads.btn.any_status": "Any status",
     "leads.btn.any_source": "Any source",

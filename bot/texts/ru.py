@@ -254,6 +254,7 @@ TEXTS: dict[str, str] = {
     "leads.btn.status": "Статус ▾",
     "leads.btn.source": "Источник ▾",
     "leads.btn.seller": "Продажник ▾",
+    "leads.btn.export": "⬇️ Excel",
     "leads.btn.reset": "✖ Сбросить фильтры",
     "leads.btn.any_status": "Любой статус",
     "leads.btn.any_source": "Любой источник",
