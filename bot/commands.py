@@ -38,9 +38,9 @@ _BY_ROLE: dict[Role, list[str]] = {
         "stats",
         "export",
     ],
-    Role.MOP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "token", "stats", "export"],
-    Role.SELLER: ["start", "leads", "lead", "find", "tasks", "token", "stats", "export"],
-    Role.FINANCE: ["start", "leads", "lead", "find", "token", "stats", "export"],
+    Role.MOP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "token", "stats", "export", "report"],
+    Role.SELLER: ["start", "leads", "lead", "find", "tasks", "token", "stats", "export", "report"],
+    Role.FINANCE: ["start", "leads", "lead", "find", "token", "stats", "export", "report"],
 }
 _TAIL = ["lang", "cancel", "help"]
 

@@ -191,7 +191,7 @@ class XlsxExport:
 
 
 _FUNNEL_COLUMNS = ("source", "created", "in_work", "closed", "refused", "conversion", "refusal_rate")
-_SELLER_COLUMNS = ("seller", "assigned", "closed", "refused", "waiting", "conversion", "median", "p90")
+_SELLER_COLUMNS = ("seller", "assigned", "closed", "refused", "waiting", "conversion", "median_hours", "p90_hours")
 
 
 def _hours(value: timedelta | None, fmt: Any) -> tuple[float, Any] | None:

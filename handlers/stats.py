@@ -1,5 +1,5 @@
 """/stats: the period's funnel, salespeople, refusal reasons and cohorts as text, with the charts as one
-album; /report: the same period picker, answered with the PDF report.
+album; /report: the same period picker, answered with the PDF report (``bot.pdf_report``).
 
 A period is a button (today, 7 days, 30 days, this month) or typed ("01.11.2026-30.11.2026") in a small
 conversation. The figures are read in the update's read unit, which is committed (its connection given
@@ -19,7 +19,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, CallbackQuery, InputMediaPhoto, Message
 
-from bot import reports
+from bot import pdf_report, reports
 from bot.config import Settings
 from bot.texts import Texts
 from db import permissions
@@ -72,6 +72,10 @@ async def deliver(
 ) -> None:
     summary = await uow.analytics.summary(actor, period)
     await uow.commit()  # the figures are read: nothing below holds a connection
+    if kind == ReportKind.PDF:
+        document = await asyncio.to_thread(pdf_report.render, summary, texts)
+        await bot.send_document(chat_id, BufferedInputFile(document, filename=pdf_report.report_name(summary)))
+        return
     if summary.total.created:
         pictures = await asyncio.to_thread(reports.charts, summary, texts)
         await bot.send_media_group(
@@ -93,6 +97,10 @@ async def _start(message: Message, actor: Actor, texts: Texts, kind: ReportKind)
 
 async def cmd_stats(message: Message, actor: Actor, texts: Texts) -> None:
     await _start(message, actor, texts, ReportKind.STATS)
+
+
+async def cmd_report(message: Message, actor: Actor, texts: Texts) -> None:
+    await _start(message, actor, texts, ReportKind.PDF)
 
 
 async def on_period(
@@ -135,6 +143,7 @@ async def on_range_not_text(message: Message, texts: Texts) -> None:
 def create_router() -> Router:
     router = Router(name=__name__)
     router.message.register(cmd_stats, Command("stats"))
+    router.message.register(cmd_report, Command("report"))
     router.callback_query.register(on_period, StatsCB.filter(F.period.in_(set(PeriodChoice))))
     steps = conversation_router(f"{__name__}.steps", StatsStates)
     steps.message.register(on_range, HasText())

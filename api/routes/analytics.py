@@ -1,16 +1,19 @@
-"""Analytics over HTTP: the figures of /stats as JSON (and, beside them, the PDF report)."""
+"""Analytics over HTTP: the figures of /stats as JSON, and the PDF report of /report."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api.analytics_schemas import AnalyticsSummaryOut
-from api.deps import CurrentUser, UowDep
+from api.deps import CurrentUser, SettingsDep, UowDep
 from api.edge import BearerRoute
 from api.errors import responses
+from bot import pdf_report
+from bot.texts import pick_language, texts_for
 from db.analytics import MAX_PERIOD_DAYS, Period
 
 router = APIRouter(
@@ -38,3 +41,29 @@ _PERIOD_RULES = (
 async def summary(from_: From, to: To, actor: CurrentUser, uow: UowDep) -> AnalyticsSummaryOut:
     result = await uow.analytics.summary(actor, Period(from_, to))
     return AnalyticsSummaryOut.of(result)
+
+
+@router.get(
+    "/report.pdf",
+    summary="The period's analytics as a PDF report (A4)",
+    description=_PERIOD_RULES
+    + " The tables of `GET /api/analytics/summary` and the charts of /stats, in the caller's language.",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {pdf_report.PDF_MIME: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The PDF",
+        },
+        **responses(400, 401, 403),
+    },
+)
+async def report_pdf(from_: From, to: To, actor: CurrentUser, uow: UowDep, settings: SettingsDep) -> Response:
+    result = await uow.analytics.summary(actor, Period(from_, to))
+    await uow.commit()  # read: the drawing below holds no connection
+    texts = texts_for(pick_language(actor.language, None, settings.bot.default_language))
+    document = await asyncio.to_thread(pdf_report.render, result, texts)
+    return Response(
+        document,
+        media_type=pdf_report.PDF_MIME,
+        headers={"Content-Disposition": f'attachment; filename="{pdf_report.report_name(result)}"'},
+    )
