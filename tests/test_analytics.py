@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from datetime import date, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -149,3 +150,21 @@ def test_percentile_matches_the_statistics_module(values: list[float]) -> None:
     if len(values) > 1:
         assert percentile(values, 0.9) == pytest.approx(statistics.quantiles(values, n=10, method="inclusive")[8])
     assert percentile([], 0.5) is None
+
+
+@pytest.mark.sqlite_only
+async def test_a_period_is_read_through_the_creation_index(team: Team, uow_factory: UnitOfWorkFactory) -> None:
+    from sqlalchemy import text
+
+    from db.analytics import _lead_facts_query
+
+    start, end = PERIOD.bounds(ZoneInfo("Asia/Tashkent"))
+    async with uow_factory(read_only=True) as uow:
+        for scope in (None, team.seller.id):
+            compiled = _lead_facts_query(start, end, scope).compile(
+                uow.session.get_bind(), compile_kwargs={"literal_binds": True}
+            )
+            plan = (await uow.session.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
+            main = [row[-1] for row in plan if "leads" in row[-1] and "lead_history" not in row[-1]]
+            assert any("ix_leads_live_" in detail for detail in main), plan
+            assert not any(detail.startswith("SCAN leads") for detail in main), plan
