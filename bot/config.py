@@ -183,6 +183,26 @@ class RedisSection(Section):
         return value
 
 
+class GoogleSheetsSection(Section):
+    """The live Google Sheets export (``bot.sheets``): off while ``spreadsheet_id`` is empty."""
+
+    # A service account's JSON key file; the spreadsheet must be shared with its client_email.
+    credentials_file: str | None = None
+    spreadsheet_id: str | None = None
+    sheet: str = "Leads"
+    api_url: str = "https://sheets.googleapis.com"
+    token_url: str = "https://oauth2.googleapis.com/token"
+    # Changes are gathered for this long and written together (at most one write per interval).
+    debounce: Duration = timedelta(seconds=5)
+    # Google allows 60 writes a minute per user; a margin is kept.
+    writes_per_minute: int = Field(default=50, ge=1, le=60)
+    batch: int = Field(default=500, ge=1, le=5000)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.spreadsheet_id and self.credentials_file)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LEADBOT_",
@@ -198,6 +218,7 @@ class Settings(BaseSettings):
     reminders: RemindersSection = Field(default_factory=RemindersSection)
     api: ApiSection = Field(default_factory=ApiSection)
     redis: RedisSection = Field(default_factory=RedisSection)
+    google_sheets: GoogleSheetsSection = Field(default_factory=GoogleSheetsSection)
 
     @classmethod
     def settings_customise_sources(

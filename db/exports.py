@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -36,6 +37,7 @@ class ExportRow:
     updated_at: datetime
     closing_date: date | None
     refusal_reason: str | None
+    deleted_at: datetime | None = None
 
 
 _ASSIGNEE = aliased(User, name="export_assignee")
@@ -58,13 +60,14 @@ _COLUMNS = (
     Lead.updated_at,
     Lead.closing_date,
     Lead.refusal_reason,
+    Lead.deleted_at,
 )
 
 
 def _row(values: Sequence[Any]) -> ExportRow:
     lead_id, client_name, phone, status, source, budget, notes, assigned_to_id = values[:8]
     assignee_first, assignee_last, creator_id, creator_first, creator_last = values[8:13]
-    created_at, updated_at, closing_date, refusal_reason = values[13:]
+    created_at, updated_at, closing_date, refusal_reason, deleted_at = values[13:]
     return ExportRow(
         id=lead_id,
         client_name=client_name,
@@ -80,6 +83,7 @@ def _row(values: Sequence[Any]) -> ExportRow:
         updated_at=updated_at,
         closing_date=closing_date,
         refusal_reason=refusal_reason,
+        deleted_at=deleted_at,
     )
 
 
@@ -106,3 +110,28 @@ async def export_batches(
         if len(rows) < size:
             return
         before = rows[-1].id
+
+
+Cursor = tuple[datetime, int]  # (updated_at, id) of the last lead handed on
+
+
+async def changed_since(session: AsyncSession, after: Cursor | None, until: datetime, limit: int) -> list[ExportRow]:
+    """Leads changed after ``after`` and at or before ``until``, deleted ones included (their
+    ``deleted_at`` set), oldest change first: what a sync hands on next. System work: no actor.
+
+    Every change to a lead moves its ``updated_at`` (``db.models.Lead``), so walking (updated_at, id)
+    forward misses none; ``until`` lies a little in the past, so a change still being committed (its
+    ``updated_at`` taken earlier) is not jumped over."""
+    stmt = (
+        select(*_COLUMNS)
+        .select_from(Lead)
+        .outerjoin(_ASSIGNEE, Lead.assigned_to_id == _ASSIGNEE.id)
+        .join(_CREATOR, Lead.created_by_id == _CREATOR.id)
+        .where(Lead.updated_at <= until)
+        .order_by(Lead.updated_at, Lead.id)
+        .limit(limit)
+    )
+    if after is not None:
+        moment, lead_id = after
+        stmt = stmt.where(or_(Lead.updated_at > moment, and_(Lead.updated_at == moment, Lead.id > lead_id)))
+    return [_row(values) for values in (await session.execute(stmt)).all()]

@@ -437,6 +437,7 @@ TEXTS: dict[str, str] = {
     "export.col.closing_date": "Closing date",
     "export.col.refusal_reason": "Refusal reason",
     "export.col.notes": "Notes",
+    "sheets.deleted": "deleted",
     "report.title": "Sales report",
     "report.period": "Period: {period} (time zone {timezone})",
     "report.scope_team": "All the team's leads",

@@ -439,6 +439,7 @@ TEXTS: dict[str, str] = {
     "export.col.closing_date": "Дата закрытия",
     "export.col.refusal_reason": "Причина отказа",
     "export.col.notes": "Заметки",
+    "sheets.deleted": "удалён",
     "report.title": "Отчёт по продажам",
     "report.period": "Период: {period} (часовой пояс {timezone})",
     "report.scope_team": "Все лиды команды",
