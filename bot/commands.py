@@ -9,38 +9,18 @@ from bot.texts import Texts
 from db.enums import Role
 
 _COMMON = ["start", "leads", "lead", "find"]
+# The reports (/stats, /export, /report) are for everyone: a salesperson's cover their own leads.
+_REPORTS = ["stats", "export", "report"]
 _BY_ROLE: dict[Role, list[str]] = {
     Role.ADMIN: [
-        "start",
-        "new",
-        "leads",
-        "lead",
-        "find",
-        "assign",
-        "tasks",
-        "users",
-        "invite",
-        "outbox",
-        "token",
-        "stats",
+        *["start", "new", "leads", "lead", "find", "assign", "tasks", "users", "invite", "outbox", "token"],
+        *_REPORTS,
+        "sheets",
     ],
-    Role.ROP: [
-        "start",
-        "new",
-        "leads",
-        "lead",
-        "find",
-        "assign",
-        "tasks",
-        "users",
-        "invite",
-        "token",
-        "stats",
-        "export",
-    ],
-    Role.MOP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "token", "stats", "export", "report"],
-    Role.SELLER: ["start", "leads", "lead", "find", "tasks", "token", "stats", "export", "report"],
-    Role.FINANCE: ["start", "leads", "lead", "find", "token", "stats", "export", "report"],
+    Role.ROP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "users", "invite", "token", *_REPORTS],
+    Role.MOP: ["start", "new", "leads", "lead", "find", "assign", "tasks", "token", *_REPORTS],
+    Role.SELLER: ["start", "leads", "lead", "find", "tasks", "token", *_REPORTS],
+    Role.FINANCE: ["start", "leads", "lead", "find", "token", *_REPORTS],
 }
 _TAIL = ["lang", "cancel", "help"]
 

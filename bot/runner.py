@@ -15,6 +15,7 @@ from bot.delivery import DeliveryWorker
 from bot.factory import create_bot, create_dispatcher
 from bot.reminders import ReminderJobs
 from bot.scheduler import create_scheduler, stop_scheduler
+from bot.sheets import SheetsExporter
 from db.engine import open_database
 from db.migrate import upgrade
 
@@ -43,6 +44,7 @@ async def run_bot(
     dispatcher = create_dispatcher(settings, database)
     delivery = DeliveryWorker(bot, dispatcher["uow_factory"], settings.notifications)
     scheduler = create_scheduler(settings, ReminderJobs(dispatcher["uow_factory"], settings))
+    sheets: SheetsExporter | None = dispatcher["sheets"]
     api_server: uvicorn.Server | None = None
     api_task: asyncio.Task[None] | None = None
     if settings.api.enabled:
@@ -56,6 +58,8 @@ async def run_bot(
         log.info("LeadBot started as @%s", me.username)
         scheduler.start()
         delivery.start()
+        if sheets is not None:
+            sheets.start()
         if settings.bot.webhook_url:
             await _serve_webhook(settings, dispatcher, bot, started, stop or asyncio.Event(), handle_signals)
         else:
@@ -66,6 +70,8 @@ async def run_bot(
         # Finish the notifications on their way before the session closes (nothing is left "sending").
         await delivery.stop()
         stop_scheduler(scheduler)
+        if sheets is not None:
+            await sheets.stop()
         if api_server is not None and api_task is not None:
             api_server.should_exit = True
             await api_task

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import time
@@ -32,8 +33,8 @@ import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from bot.config import GoogleSheetsSection
-from bot.texts import Texts
+from bot.config import GoogleSheetsSection, Settings
+from bot.texts import Texts, texts_for
 from bot.views import status_label
 from db.exports import Cursor, ExportRow, changed_since
 from db.settings import CrmSection
@@ -317,3 +318,39 @@ class SheetsSync:
         """The loop: until cancelled."""
         while True:
             await self.sleep(await self.step())
+
+
+class SheetsExporter:
+    """The export as a service of the running bot: built with the dispatcher, started and stopped by the
+    runner (``bot.runner``); /sheets reads its ``sync.state``."""
+
+    def __init__(self, uow_factory: UnitOfWorkFactory, config: GoogleSheetsSection, crm: CrmSection, lang: str) -> None:
+        assert config.credentials_file is not None
+        self.config = config
+        self.http = httpx.AsyncClient(timeout=30)
+        client = SheetsClient(config, ServiceAccount.from_file(config.credentials_file), self.http)
+        self.sync = SheetsSync(uow_factory, config, crm, texts_for(lang), client)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.create_task(self.sync.run(), name="leadbot-google-sheets")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.http.aclose()
+
+
+def create_exporter(settings: Settings, uow_factory: UnitOfWorkFactory) -> SheetsExporter | None:
+    """The exporter when ``[google_sheets]`` names a spreadsheet and a key file, else None."""
+    if not settings.google_sheets.enabled:
+        return None
+    return SheetsExporter(uow_factory, settings.google_sheets, settings.crm, settings.bot.default_language)

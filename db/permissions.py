@@ -97,6 +97,11 @@ def can_manage_outbox(actor: Actor) -> bool:
     return actor.role == Role.ADMIN
 
 
+def can_manage_sheets(actor: Actor) -> bool:
+    """The Google Sheets export (/sheets: its state, a full resync) is for admins."""
+    return actor.role == Role.ADMIN
+
+
 def can_invite(actor: Actor, role: Role) -> bool:
     if actor.role == Role.ADMIN:
         return True

@@ -31,6 +31,7 @@ from handlers import (
     new_lead,
     outbox_admin,
     people,
+    sheets_admin,
     start,
     stats,
     team,
@@ -53,6 +54,7 @@ def get_routers() -> list[Router]:
         outbox_admin.create_router(),
         stats.create_router(),
         exports.create_router(),
+        sheets_admin.create_router(),
         fallback.create_router(),
         errors.create_router(),
     ]

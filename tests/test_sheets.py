@@ -3,6 +3,7 @@ through changes, deletions, 429s and 500s, a restart, and a thousand changes wit
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,17 +11,21 @@ from typing import Any
 
 import httpx
 import pytest
+from aiogram.fsm.storage.memory import MemoryStorage
 
 from bot.config import GoogleSheetsSection, Settings
-from bot.sheets import CURSOR_CELL, ServiceAccount, SheetsClient, SheetsSync, parse_cursor
+from bot.factory import create_dispatcher
+from bot.sheets import CURSOR_CELL, ServiceAccount, SheetsClient, SheetsExporter, SheetsSync, parse_cursor
 from bot.texts import texts_for
+from db.engine import Database
 from db.enums import LeadStatus
 from db.exports import changed_since
 from db.models import Lead, utcnow
 from db.repositories import LeadDraft
 from db.uow import UnitOfWorkFactory
-from tests.conftest import Team
+from tests.conftest import Harness, Team
 from tests.fake_sheets import FakeSheets, column_index, service_account_file
+from tests.fakes import RecordingSession, make_bot
 
 
 @pytest.fixture
@@ -231,3 +236,69 @@ async def test_resync_rewrites_every_row(
     sync.request_resync()
     assert await sync.run_once() == 3
     await assert_sheet_equals_database(fake, sync, uow_factory)
+
+
+@pytest.fixture
+def sheets_settings(settings: Settings, config: GoogleSheetsSection) -> Settings:
+    return settings.model_copy(update={"google_sheets": config})
+
+
+async def test_the_exporter_runs_beside_the_bot(
+    fake: FakeSheets, sheets_settings: Settings, database: Database, team: Team, uow_factory: UnitOfWorkFactory
+) -> None:
+    async with uow_factory() as uow:
+        earlier = utcnow() - timedelta(minutes=1)
+        uow.session.add(
+            Lead(
+                client_name="Клиент",
+                phone_number="+998901234567",
+                source="Сайт",
+                created_by_id=team.rop.id,
+                created_at=earlier,
+                updated_at=earlier,
+            )
+        )
+        await uow.commit()
+    dispatcher = create_dispatcher(sheets_settings, database, storage=MemoryStorage())
+    exporter = dispatcher["sheets"]
+    assert isinstance(exporter, SheetsExporter) and not exporter.running
+    exporter.start()
+    try:
+        for _ in range(100):
+            if fake.writes:
+                break
+            await asyncio.sleep(0.05)
+        assert exporter.running and fake.writes and fake.row(2)[1] == "Клиент"
+    finally:
+        await exporter.stop()
+    assert not exporter.running
+
+
+async def test_sheets_command(
+    fake: FakeSheets, sheets_settings: Settings, database: Database, team: Team, harness: Harness
+) -> None:
+    # Not configured (the harness's settings): said so.
+    await harness.send(team.admin, "/sheets")
+    assert "не настроена" in harness.last_text(team.admin.chat_id)
+
+    session = RecordingSession()
+    dispatcher = create_dispatcher(sheets_settings, database, storage=MemoryStorage())
+    configured = Harness(
+        bot=make_bot(session),
+        session=session,
+        dp=dispatcher,
+        settings=sheets_settings,
+        uow_factory=dispatcher["uow_factory"],
+    )
+    exporter = dispatcher["sheets"]
+    exporter.sync.state.last_error = "429: <quota>"
+    exporter.sync.state.failures = 2
+    await configured.send(team.admin, "/sheets")
+    text = configured.last_text(team.admin.chat_id)
+    assert "sheet-1" in text and "не запущена" in text and "&lt;quota&gt;" in text and "подряд: 2" in text
+    await configured.send(team.admin, "/sheets resync")
+    assert "переписана целиком" in configured.last_text(team.admin.chat_id)
+    assert exporter.sync._resync
+    await configured.send(team.rop, "/sheets")
+    assert "только администратор" in configured.last_text(team.rop.chat_id)
+    await exporter.stop()

@@ -162,3 +162,12 @@ def test_english_charts_and_text_render() -> None:
     texts = texts_for("en")
     assert_pngs([chart.png for chart in reports.charts(summary, texts)])
     assert "Team statistics for 01.11.2026 — 02.11.2026" in reports.stats_text(summary, texts)
+
+
+def test_every_role_has_the_report_commands() -> None:
+    from bot.commands import command_names
+    from db.enums import Role
+
+    for role in Role:
+        assert {"stats", "export", "report"} <= set(command_names(role)), role
+        assert ("sheets" in command_names(role)) is (role == Role.ADMIN)
