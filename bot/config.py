@@ -9,6 +9,7 @@ started from.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -197,6 +198,22 @@ class GoogleSheetsSection(Section):
     # Google allows 60 writes a minute per user; a margin is kept.
     writes_per_minute: int = Field(default=50, ge=1, le=60)
     batch: int = Field(default=500, ge=1, le=5000)
+
+    @field_validator("credentials_file")
+    @classmethod
+    def _service_account_key(cls, value: str | None) -> str | None:
+        """Checked when the config is read, so a bad key file stops ``leadbot run`` with one clear line."""
+        if value is None or not value.strip():
+            return None
+        try:
+            info = json.loads(Path(value).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+        except ValueError:
+            raise ValueError(f"{value} is not JSON (a service account's key file is)") from None
+        if not isinstance(info, dict) or not all(isinstance(info.get(k), str) for k in ("client_email", "private_key")):
+            raise ValueError(f"{value} has no client_email and private_key: not a service account's key file")
+        return value
 
     @property
     def enabled(self) -> bool:

@@ -302,3 +302,17 @@ async def test_sheets_command(
     await configured.send(team.rop, "/sheets")
     assert "только администратор" in configured.last_text(team.rop.chat_id)
     await exporter.stop()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot read"), ("not json", "is not JSON"), ('{"type": "service_account"}', "no client_email")],
+)
+def test_a_bad_key_file_is_a_config_error(tmp_path: Path, content: str | None, message: str) -> None:
+    from pydantic import ValidationError
+
+    path = tmp_path / "key.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValidationError, match=message):
+        GoogleSheetsSection(credentials_file=str(path), spreadsheet_id="x")
