@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -288,10 +288,11 @@ class AnalyticsRepository:
         scope = analytics_scope(actor)
         tz = self.crm.tz
         start, end = period.bounds(tz)
+        tally = Tally(period, tz)
+        # One row at a time into the tally: memory holds the figures, not the period's leads.
         result = await self.session.stream(_lead_facts_query(start, end, scope))
-        facts: list[_LeadFacts] = []
         async for row in result:
-            facts.append(
+            tally.add(
                 _LeadFacts(
                     source=row[0],
                     status=LeadStatus(row[1]),
@@ -304,50 +305,46 @@ class AnalyticsRepository:
                     first_comment_by_assignee=_aware(row[8]),
                 )
             )
-        seller_ids = {f.assigned_to_id for f in facts if f.assigned_to_id is not None}
         names: dict[int, str] = {}
-        if seller_ids:
+        if tally.sellers:
             rows = await self.session.execute(
-                select(User.id, User.first_name, User.last_name).where(User.id.in_(seller_ids))
+                select(User.id, User.first_name, User.last_name).where(User.id.in_(list(tally.sellers)))
             )
             names = {user_id: person_name(first, last, user_id) for user_id, first, last in rows}
-        return summarize(facts, period, tz, names, own_only=scope is not None, timezone=self.crm.timezone)
+        return tally.summary(names, own_only=scope is not None, timezone=self.crm.timezone)
 
 
-def summarize(
-    facts: Iterable[_LeadFacts],
-    period: Period,
-    tz: ZoneInfo,
-    names: dict[int, str],
-    *,
-    own_only: bool,
-    timezone: str,
-) -> Summary:
-    total = SourceFunnel(source="")
-    sources: dict[str, SourceFunnel] = {}
-    sellers: dict[int, SellerStats] = {}
-    unassigned = 0
-    reasons: dict[str, Counter[str]] = defaultdict(Counter)
-    cohorts: dict[date, list[int]] = defaultdict(lambda: [0, 0])
-    daily: Counter[date] = Counter()
-    for lead in facts:
+class Tally:
+    """The figures of a period, summed up lead by lead."""
+
+    def __init__(self, period: Period, tz: ZoneInfo) -> None:
+        self.period = period
+        self.tz = tz
+        self.total = SourceFunnel(source="")
+        self.sources: dict[str, SourceFunnel] = {}
+        self.sellers: dict[int, SellerStats] = {}
+        self.unassigned = 0
+        self.reasons: dict[str, Counter[str]] = defaultdict(Counter)
+        self.cohorts: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+        self.daily: Counter[date] = Counter()
+
+    def add(self, lead: _LeadFacts) -> None:
         closed = lead.status == LeadStatus.CLOSED
         refused = lead.status == LeadStatus.REFUSED
-        funnel = sources.get(lead.source)
+        funnel = self.sources.get(lead.source)
         if funnel is None:
-            funnel = sources[lead.source] = SourceFunnel(source=lead.source)
-        for each in (total, funnel):
+            funnel = self.sources[lead.source] = SourceFunnel(source=lead.source)
+        for each in (self.total, funnel):
             each.created += 1
             each.in_work += lead.was_in_work
             each.closed += closed
             each.refused += refused
         if lead.assigned_to_id is None:
-            unassigned += 1
+            self.unassigned += 1
         else:
-            seller = sellers.get(lead.assigned_to_id)
+            seller = self.sellers.get(lead.assigned_to_id)
             if seller is None:
-                name = names.get(lead.assigned_to_id, f"#{lead.assigned_to_id}")
-                seller = sellers[lead.assigned_to_id] = SellerStats(user_id=lead.assigned_to_id, name=name)
+                seller = self.sellers[lead.assigned_to_id] = SellerStats(user_id=lead.assigned_to_id, name="")
             seller.assigned += 1
             seller.closed += closed
             seller.refused += refused
@@ -360,29 +357,34 @@ def summarize(
                 seller.unanswered += 1
         if refused and lead.refusal_reason and lead.refusal_reason.strip():
             spelled = " ".join(lead.refusal_reason.split())
-            reasons[fold_reason(spelled)][spelled] += 1
-        local_day = lead.created_at.astimezone(tz).date()
-        daily[local_day] += 1
-        cohort = cohorts[local_day - timedelta(days=local_day.weekday())]
+            self.reasons[fold_reason(spelled)][spelled] += 1
+        local_day = lead.created_at.astimezone(self.tz).date()
+        self.daily[local_day] += 1
+        cohort = self.cohorts[local_day - timedelta(days=local_day.weekday())]
         cohort[0] += 1
         cohort[1] += closed
-    grouped = [
-        ReasonCount(reason=spellings.most_common(1)[0][0], count=sum(spellings.values()))
-        for spellings in reasons.values()
-    ]
-    grouped.sort(key=lambda r: (-r.count, r.reason.casefold()))
-    return Summary(
-        period=period,
-        timezone=timezone,
-        own_only=own_only,
-        total=total,
-        sources=sorted(sources.values(), key=lambda s: (-s.created, s.source.casefold())),
-        sellers=sorted(sellers.values(), key=lambda s: (-s.assigned, s.name.casefold(), s.user_id)),
-        unassigned=unassigned,
-        reasons=grouped,
-        cohorts=[Cohort(week, counts[0], counts[1]) for week, counts in sorted(cohorts.items())],
-        daily=[
-            DayCount(period.first + timedelta(days=i), daily.get(period.first + timedelta(days=i), 0))
-            for i in range(period.days)
-        ],
-    )
+
+    def summary(self, names: dict[int, str], *, own_only: bool, timezone: str) -> Summary:
+        for user_id, seller in self.sellers.items():
+            seller.name = names.get(user_id, f"#{user_id}")
+        grouped = [
+            ReasonCount(reason=spellings.most_common(1)[0][0], count=sum(spellings.values()))
+            for spellings in self.reasons.values()
+        ]
+        grouped.sort(key=lambda r: (-r.count, r.reason.casefold()))
+        first = self.period.first
+        return Summary(
+            period=self.period,
+            timezone=timezone,
+            own_only=own_only,
+            total=self.total,
+            sources=sorted(self.sources.values(), key=lambda s: (-s.created, s.source.casefold())),
+            sellers=sorted(self.sellers.values(), key=lambda s: (-s.assigned, s.name.casefold(), s.user_id)),
+            unassigned=self.unassigned,
+            reasons=grouped,
+            cohorts=[Cohort(week, counts[0], counts[1]) for week, counts in sorted(self.cohorts.items())],
+            daily=[
+                DayCount(first + timedelta(days=i), self.daily.get(first + timedelta(days=i), 0))
+                for i in range(self.period.days)
+            ],
+        )
