@@ -17,7 +17,7 @@ from api import errors
 from api.access import AccessLog, ForwardedClient
 from api.edge import WEBHOOK_SECRET_HEADER
 from api.meta import MetaLeadFetcher
-from api.routes import health, imports, leads, meta, webhooks
+from api.routes import analytics, exports, health, imports, leads, meta, webhooks
 from api.routes.webhooks import REPLAYED_HEADER
 from api.throttle import FailureLimiter, MemoryFailureLimiter, RedisFailureLimiter
 from bot.config import ConfigError, Settings, check_webhook_secret
@@ -86,6 +86,8 @@ def create_app(settings: Settings, database: Database, *, limiter: FailureLimite
     app.include_router(meta.router)
     app.include_router(leads.router)
     app.include_router(webhooks.router)
+    app.include_router(analytics.router)
+    app.include_router(exports.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # The last added runs first: the client's address, then the access log, then CORS.
     if settings.api.cors_origins:

@@ -9,25 +9,21 @@ from bot.texts import Texts
 from db.enums import Role
 
 _COMMON = ["start", "leads", "lead", "find"]
+# The reports (/stats, /export, /report) are for everyone: a salesperson's cover their own leads.
+_REPORTS = ["stats", "export", "report"]
 _BY_ROLE: dict[Role, list[str]] = {
     Role.ADMIN: [
-        "start",
-        "new",
-        "import",
-        "leads",
-        "lead",
-        "find",
-        "assign",
-        "tasks",
-        "users",
-        "invite",
-        "outbox",
-        "token",
+        *["start", "new", "import", "leads", "lead", "find", "assign", "tasks", "users", "invite", "outbox", "token"],
+        *_REPORTS,
+        "sheets",
     ],
-    Role.ROP: ["start", "new", "import", "leads", "lead", "find", "assign", "tasks", "users", "invite", "token"],
-    Role.MOP: ["start", "new", "import", "leads", "lead", "find", "assign", "tasks", "token"],
-    Role.SELLER: ["start", "leads", "lead", "find", "tasks", "token"],
-    Role.FINANCE: ["start", "leads", "lead", "find", "token"],
+    Role.ROP: [
+        *["start", "new", "import", "leads", "lead", "find", "assign", "tasks", "users", "invite", "token"],
+        *_REPORTS,
+    ],
+    Role.MOP: ["start", "new", "import", "leads", "lead", "find", "assign", "tasks", "token", *_REPORTS],
+    Role.SELLER: ["start", "leads", "lead", "find", "tasks", "token", *_REPORTS],
+    Role.FINANCE: ["start", "leads", "lead", "find", "token", *_REPORTS],
 }
 _TAIL = ["lang", "cancel", "help"]
 

@@ -9,6 +9,7 @@ started from.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -230,6 +231,42 @@ class RedisSection(Section):
         return value
 
 
+class GoogleSheetsSection(Section):
+    """The live Google Sheets export (``bot.sheets``): off while ``spreadsheet_id`` is empty."""
+
+    # A service account's JSON key file; the spreadsheet must be shared with its client_email.
+    credentials_file: str | None = None
+    spreadsheet_id: str | None = None
+    sheet: str = "Leads"
+    api_url: str = "https://sheets.googleapis.com"
+    token_url: str = "https://oauth2.googleapis.com/token"
+    # Changes are gathered for this long and written together (at most one write per interval).
+    debounce: Duration = timedelta(seconds=5)
+    # Google allows 60 writes a minute per user; a margin is kept.
+    writes_per_minute: int = Field(default=50, ge=1, le=60)
+    batch: int = Field(default=500, ge=1, le=5000)
+
+    @field_validator("credentials_file")
+    @classmethod
+    def _service_account_key(cls, value: str | None) -> str | None:
+        """Checked when the config is read, so a bad key file stops ``leadbot run`` with one clear line."""
+        if value is None or not value.strip():
+            return None
+        try:
+            info = json.loads(Path(value).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+        except ValueError:
+            raise ValueError(f"{value} is not JSON (a service account's key file is)") from None
+        if not isinstance(info, dict) or not all(isinstance(info.get(k), str) for k in ("client_email", "private_key")):
+            raise ValueError(f"{value} has no client_email and private_key: not a service account's key file")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.spreadsheet_id and self.credentials_file)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LEADBOT_",
@@ -247,6 +284,7 @@ class Settings(BaseSettings):
     api: ApiSection = Field(default_factory=ApiSection)
     redis: RedisSection = Field(default_factory=RedisSection)
     meta: MetaSection = Field(default_factory=MetaSection)
+    google_sheets: GoogleSheetsSection = Field(default_factory=GoogleSheetsSection)
 
     @classmethod
     def settings_customise_sources(

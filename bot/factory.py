@@ -16,6 +16,7 @@ from aiogram.fsm.storage.memory import MemoryStorage, SimpleEventIsolation
 
 from bot.config import Settings
 from bot.middlewares import CommandLeavesConversationMiddleware, DatabaseMiddleware, WriteUnitMiddleware
+from bot.sheets import create_exporter
 from db.engine import Database
 from db.notifications import NotificationRules
 from db.uow import EventSink, UnitOfWorkFactory
@@ -122,6 +123,8 @@ def create_dispatcher(
     )
     dispatcher["settings"] = settings
     dispatcher["uow_factory"] = uow_factory
+    # The Google Sheets export (None unless configured): the runner starts it, /sheets shows it.
+    dispatcher["sheets"] = create_exporter(settings, uow_factory)
     dispatcher.update.outer_middleware(DatabaseMiddleware(uow_factory, settings))
     write_units = WriteUnitMiddleware(uow_factory)
     dispatcher.message.middleware(write_units)

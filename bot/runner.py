@@ -15,6 +15,7 @@ from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.factory import close_dispatcher, create_bot, create_dispatcher
 from bot.scheduler import create_scheduler, stop_scheduler
+from bot.sheets import SheetsExporter
 from db.engine import open_database
 from db.migrate import upgrade
 from db.reminders import ReminderJobs
@@ -46,6 +47,7 @@ async def run_bot(
     delivery = DeliveryWorker(bot, dispatcher["uow_factory"], settings.notifications)
     scheduler = create_scheduler(settings, ReminderJobs(dispatcher["uow_factory"], settings))
     assignment_jobs.schedule(scheduler, settings, dispatcher["uow_factory"])
+    sheets: SheetsExporter | None = dispatcher["sheets"]
     api_server: uvicorn.Server | None = None
     api_app: FastAPI | None = None
     api_task: asyncio.Task[None] | None = None
@@ -63,6 +65,8 @@ async def run_bot(
         log.info("LeadBot started as @%s", me.username)
         scheduler.start()
         delivery.start()
+        if sheets is not None:
+            sheets.start()
         if settings.bot.webhook_url:
             await _serve_webhook(settings, dispatcher, bot, started, stop or asyncio.Event(), handle_signals)
         else:
@@ -73,6 +77,8 @@ async def run_bot(
         # Finish the notifications on their way before the session closes (nothing is left "sending").
         await delivery.stop()
         stop_scheduler(scheduler)
+        if sheets is not None:
+            await sheets.stop()
         if api_server is not None and api_task is not None and api_app is not None:
             from api.app import close_app
 

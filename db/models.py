@@ -116,6 +116,8 @@ class Lead(Base):
         Index("ix_leads_live_assignee_id", "assigned_to_id", "id", sqlite_where=LIVE, postgresql_where=LIVE),
         Index("ix_leads_reminder_due", "status", "next_reminder_at", sqlite_where=LIVE, postgresql_where=LIVE),
         Index("ix_leads_updated_at", "updated_at", "id"),
+        # The reports: the leads created in a period (db.analytics).
+        Index("ix_leads_live_created", "created_at", "id", sqlite_where=LIVE, postgresql_where=LIVE),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)

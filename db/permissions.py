@@ -68,6 +68,12 @@ def can_view_all(actor: Actor) -> bool:
     return actor.role in MANAGERS or actor.role == Role.FINANCE
 
 
+def can_view_analytics(actor: Actor) -> bool:
+    """The reports (/stats, /export, /report, the API's analytics): the heads, МОП and the financier see
+    the team's leads, a salesperson their own (``db.analytics.analytics_scope``)."""
+    return actor.is_active and (can_view_all(actor) or actor.role == Role.SELLER)
+
+
 def can_view(actor: Actor, lead: Lead) -> bool:
     return can_view_all(actor) or (actor.role == Role.SELLER and lead.assigned_to_id == actor.id)
 
@@ -103,6 +109,11 @@ def can_manage_team(actor: Actor) -> bool:
 
 def can_manage_outbox(actor: Actor) -> bool:
     """The notification queue (/outbox: counts, failures, retry) is for admins."""
+    return actor.role == Role.ADMIN
+
+
+def can_manage_sheets(actor: Actor) -> bool:
+    """The Google Sheets export (/sheets: its state, a full resync) is for admins."""
     return actor.role == Role.ADMIN
 
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.analytics import AnalyticsRepository
 from db.assignment import AutoAssigner
 from db.engine import Database
 from db.events import DomainEvent
@@ -69,6 +70,7 @@ class UnitOfWork:
         self.tokens = ApiTokenRepository(session)
         self.idempotency = IdempotencyRepository(session)
         self.meta = MetaLeadRepository(session)
+        self.analytics = AnalyticsRepository(session, settings.crm)
 
     def in_transaction(self) -> bool:
         return self.session.in_transaction()

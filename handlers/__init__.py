@@ -23,6 +23,7 @@ from aiogram import Router
 from handlers import (
     common,
     errors,
+    exports,
     fallback,
     followups,
     imports,
@@ -31,7 +32,9 @@ from handlers import (
     new_lead,
     outbox_admin,
     people,
+    sheets_admin,
     start,
+    stats,
     team,
     tokens,
 )
@@ -51,6 +54,9 @@ def get_routers() -> list[Router]:
         tokens.create_router(),
         outbox_admin.create_router(),
         imports.create_router(),
+        stats.create_router(),
+        exports.create_router(),
+        sheets_admin.create_router(),
         fallback.create_router(),
         errors.create_router(),
     ]

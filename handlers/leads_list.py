@@ -26,6 +26,7 @@ from db.permissions import Actor
 from db.repositories import LeadFilter
 from db.repositories.leads import LeadRow
 from db.uow import UnitOfWork
+from handlers.exports import send_export
 from handlers.filters import HasText, PrivateChat, conversation_router
 from keyboards.callbacks import LeadListAction, LeadListCB, MenuAction, MenuCB
 from keyboards.leads_list import (
@@ -355,6 +356,25 @@ async def on_find_invalid(message: Message, texts: Texts) -> None:
     await message.answer(texts.t("find.ask_invalid"))
 
 
+async def on_list_export(
+    query: CallbackQuery,
+    callback_data: LeadListCB,
+    bot: Bot,
+    actor: Actor,
+    uow: UnitOfWork,
+    texts: Texts,
+    settings: Settings,
+) -> None:
+    """The list's "Excel" button: the leads of its filters as a file (handlers.exports)."""
+    filters = await _checked_filters(callback_data, actor, uow, settings)
+    if filters is None:
+        await query.answer(texts.t("leads.filter_invalid"), show_alert=True)
+        return
+    await query.answer()
+    chat_id = query.message.chat.id if query.message is not None else query.from_user.id
+    await send_export(bot, chat_id, actor, uow, texts, settings, _lead_filter(filters, settings))
+
+
 def create_router() -> Router:
     router = Router(name=__name__)
     router.message.register(cmd_leads, Command("leads"), PrivateChat())
@@ -371,6 +391,8 @@ def create_router() -> Router:
             F.action.in_({LeadListAction.PICK_STATUS, LeadListAction.PICK_SOURCE, LeadListAction.PICK_SELLER})
         ),
     )
+
+    router.callback_query.register(on_list_export, LeadListCB.filter(F.action == LeadListAction.EXPORT))
 
     find = conversation_router(f"{__name__}.find", FindStates)
     find.message.register(on_find_text, StateFilter(FindStates.query), HasText())

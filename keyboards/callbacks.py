@@ -232,6 +232,7 @@ class LeadListAction(StrEnum):
     PICK_STATUS = "ps"  # show the status choices, keeping the other filters
     PICK_SOURCE = "po"
     PICK_SELLER = "pa"
+    EXPORT = "x"  # these filters' leads as an Excel file (/export)
 
 
 class LeadListCB(CallbackData, prefix="ll"):

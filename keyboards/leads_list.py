@@ -106,6 +106,7 @@ def list_keyboard(
     if seller_filter:
         pickers.append(callback_button(texts.t("leads.btn.seller"), filters.data(LeadListAction.PICK_SELLER)))
     rows.append(pickers)
+    rows.append([callback_button(texts.t("leads.btn.export"), filters.data(LeadListAction.EXPORT))])
     if filters.active:
         rows.append([callback_button(texts.t("leads.btn.reset"), ListFilters().data(LeadListAction.SHOW))])
     return inline_markup(rows)

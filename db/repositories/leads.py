@@ -361,6 +361,10 @@ class LeadRepository:
             data.followups = [FollowUpRow(f[0], f[1], f[2]) for f in rows]
         return data
 
+    def visible(self, actor: Actor, flt: LeadFilter) -> Select[Any]:
+        """``SELECT leads`` of the live leads ``actor`` may list, filtered by ``flt`` (the exports build on it)."""
+        return self._visible(actor, flt)
+
     def _visible(self, actor: Actor, flt: LeadFilter) -> Select[Any]:
         stmt = select(Lead).where(Lead.deleted_at.is_(None))
         scope = _scope(actor)
