@@ -20,7 +20,7 @@ from xlsxwriter.worksheet import Worksheet
 
 from bot.reports import format_day, period_label
 from bot.texts import Texts
-from bot.views import status_label
+from bot.presentation.views import status_label
 from db.analytics import Period, Summary
 from db.enums import LeadStatus
 from db.exports import ExportRow, export_batches

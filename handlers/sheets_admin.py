@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
-from bot.views import cut, esc, format_dt
+from bot.presentation.views import cut, esc, format_dt
 
 from bot.config import Settings
 from bot.sheets import SheetsExporter
