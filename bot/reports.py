@@ -15,8 +15,8 @@ from datetime import date, timedelta
 
 from matplotlib.figure import Figure
 
-from bot.texts import Texts
 from bot.presentation.views import cut, esc
+from bot.texts import Texts
 from db.analytics import Period, Summary
 
 CHART_SIZE = (8.0, 6.0)  # inches

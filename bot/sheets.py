@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bot.config import GoogleSheetsSection, Settings
-from bot.texts import Texts, texts_for
 from bot.presentation.views import status_label
+from bot.texts import Texts, texts_for
 from db.exports import Cursor, ExportRow, changed_since
 from db.settings import CrmSection
 from db.uow import UnitOfWorkFactory

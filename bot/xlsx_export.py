@@ -18,9 +18,9 @@ from typing import Any
 import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
+from bot.presentation.views import status_label
 from bot.reports import format_day, period_label
 from bot.texts import Texts
-from bot.presentation.views import status_label
 from db.analytics import Period, Summary
 from db.enums import LeadStatus
 from db.exports import ExportRow, export_batches

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
-from bot.presentation.views import cut, esc, format_dt
 
 from bot.config import Settings
+from bot.presentation.views import cut, esc, format_dt
 from bot.sheets import SheetsExporter
 from bot.texts import Texts
 from db import permissions
