@@ -106,6 +106,15 @@ async def take(out: Path) -> None:
             await _type(page, "Позвонил, показ в субботу в 11:00", "Позвонил, показ в субботу")
             await page.wait_for_timeout(3500)  # the last toast fades first
             await _shot(page, out, "lead-card")
+
+            # The head of sales' numbers for the last 30 days: the charts, then the figures as text.
+            await _as(page, ROP.telegram_id)
+            await _type(page, "/stats", "выберите период")
+            await _tap(page, "30 дней", "Статистика команды")
+            await page.wait_for_timeout(1500)  # the charts load
+            # Up a little, so the last chart shows whole above the start of the figures.
+            await page.locator("#messages").evaluate("box => { box.scrollTop = box.scrollHeight - box.clientHeight - 330; }")
+            await _shot(page, out, "stats")
         finally:
             await browser.close()
 
