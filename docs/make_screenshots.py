@@ -113,7 +113,9 @@ async def take(out: Path) -> None:
             await _tap(page, "30 дней", "Статистика команды")
             await page.wait_for_timeout(1500)  # the charts load
             # Up a little, so the last chart shows whole above the start of the figures.
-            await page.locator("#messages").evaluate("box => { box.scrollTop = box.scrollHeight - box.clientHeight - 330; }")
+            await page.locator("#messages").evaluate(
+                "box => { box.scrollTop = box.scrollHeight - box.clientHeight - 330; }"
+            )
             await _shot(page, out, "stats")
         finally:
             await browser.close()
