@@ -28,6 +28,7 @@ from db.enums import LeadStatus
 from db.errors import InvalidInput
 from db.models import Comment, Lead, LeadHistory, User
 from db.repositories import LeadDetail
+from db.rows import MetaOriginRow
 from db.validation import MAX_BUDGET, MAX_COMMENT, MAX_NAME, MAX_NOTES, MAX_REASON, has_visible_text, visible_text
 
 # Ids stop at 2**53 - 1: the largest integer a JavaScript front end (and any JSON reader using doubles)
@@ -215,19 +216,43 @@ class HistoryRow(BaseModel):
     changed_at: UtcDateTime
 
 
+class MetaOut(BaseModel):
+    """Addition: the Meta lead-ads delivery (Instagram or Facebook instant form) a lead came from."""
+
+    leadgen_id: str = Field(examples=["1234567890123456"])
+    form_id: str | None = Field(description="The instant form's id, when Meta sent it")
+    ad_id: str | None = Field(description="The ad's id, when Meta sent it")
+    page_id: str | None = Field(description="The Facebook page's id, when Meta sent it")
+    platform: str | None = Field(description="As the Graph API names it (`fb`, `ig`), once the lead is fetched")
+
+    @classmethod
+    def of(cls, meta: MetaOriginRow | None) -> MetaOut | None:
+        if meta is None:
+            return None
+        return cls(
+            leadgen_id=meta.leadgen_id,
+            form_id=meta.form_id,
+            ad_id=meta.ad_id,
+            page_id=meta.page_id,
+            platform=meta.platform,
+        )
+
+
 class LeadDetailOut(LeadOut):
     """``GET /api/leads/{id}``: the lead with all its comments and history, oldest first."""
 
     comments: list[CommentRow]
     history: list[HistoryRow]
+    meta: MetaOut | None = Field(description="Addition: the Meta lead ad the lead came from, or null")
 
     @classmethod
-    def of_detail(cls, detail: LeadDetail) -> LeadDetailOut:
+    def of_detail(cls, detail: LeadDetail, meta: MetaOriginRow | None = None) -> LeadDetailOut:
         return cls(
             **_lead_fields(detail.lead),
             **_lead_extra(detail.lead),
             comments=[_comment_row(c) for c in detail.comments],
             history=[_history_row(h) for h in detail.history],
+            meta=MetaOut.of(meta),
         )
 
 

@@ -226,7 +226,11 @@ class MetaLeadgen(Base):
     """
 
     __tablename__ = "meta_leadgen"
-    __table_args__ = (Index("ix_meta_leadgen_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_meta_leadgen_due", "status", "next_attempt_at"),
+        # A lead's Meta origin (the card, the API's lead detail).
+        Index("ix_meta_leadgen_lead", "lead_id"),
+    )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     leadgen_id: Mapped[str] = mapped_column(String(64), unique=True)

@@ -154,10 +154,21 @@ class FollowUpRow:
     due_at: datetime
 
 
+@dataclass(slots=True, frozen=True)
+class MetaOriginRow:
+    """The Meta lead-ads delivery a lead came from (``db.models.MetaLeadgen``): its ids as Meta sent them."""
+
+    leadgen_id: str
+    form_id: str | None
+    ad_id: str | None
+    page_id: str | None
+    platform: str | None
+
+
 @dataclass(slots=True)
 class LeadCardData:
     """What the card shows: the lead, its latest comments and history (oldest first), open follow-ups
-    (soonest first), each list with its total."""
+    (soonest first), each list with its total; ``meta`` when the lead came from a Meta lead ad."""
 
     lead: LeadCardRow
     comments: list[CommentRow] = field(default_factory=list)
@@ -166,3 +177,4 @@ class LeadCardData:
     comments_total: int = 0
     history_total: int = 0
     followups_total: int = 0
+    meta: MetaOriginRow | None = None

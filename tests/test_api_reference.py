@@ -173,6 +173,8 @@ async def test_detail_example(client: httpx.AsyncClient, ref: RefTeam) -> None:
     assert_shape({**detail, "history": history}, expected)
     # The rest of the history is the creation and the assignment at creation.
     assert [row["action"] for row in detail["history"]] == ["created", "assigned", "status_changed"]
+    # Addition: the Meta lead ad the lead came from; this one came from none.
+    assert detail["meta"] is None
     assert detail["history"][1]["new_value"] == "Продажник Иванов"
     # budget is a number written as the reference writes it: 50000, not 50000.0
     assert '"budget":50000,' in (await client.get("/api/leads/123", headers=bearer(ref.seller5))).text

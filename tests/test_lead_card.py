@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from bot.presentation.views import format_dt
 from db.enums import HistoryAction, LeadStatus, StatusCode
-from db.models import Comment, Lead, LeadHistory, User, utcnow
+from db.models import Comment, Lead, LeadHistory, MetaLeadgen, User, utcnow
 from db.repositories import LeadChanges, LeadDraft
 from keyboards.callbacks import (
     CALLBACK_DATA_LIMIT,
@@ -120,6 +120,28 @@ async def test_card_shows_every_field(harness: Harness, team: Team) -> None:
         "дата закрытия: — → 2025-12-05",
     ):
         assert expected in text, expected
+
+
+async def test_a_meta_leads_card_shows_its_form_ad_and_leadgen_id_escaped(harness: Harness, team: Team) -> None:
+    meta_lead = await make_lead(harness, team)
+    plain_lead = await make_lead(harness, team, phone="+998901234568")
+    async with harness.uow_factory() as uow:
+        uow.session.add_all(
+            [
+                MetaLeadgen(leadgen_id="<b>L7</b>", form_id="F&1", ad_id=None, status="done", lead_id=meta_lead),
+                # A later delivery for the same lead (the client came back): the first stays the origin.
+                MetaLeadgen(leadgen_id="L8", form_id="F2", ad_id="A2", status="done", lead_id=meta_lead),
+            ]
+        )
+        await uow.commit()
+
+    await harness.send(team.admin, f"/lead {meta_lead}")
+    text = harness.last_text(team.admin.chat_id)
+    assert "Meta: форма «F&amp;1», объявление «—», lead &lt;b&gt;L7&lt;/b&gt;" in text
+    assert "L8" not in text
+
+    await harness.send(team.admin, f"/lead {plain_lead}")
+    assert "Meta:" not in harness.last_text(team.admin.chat_id)
 
 
 async def test_refusal_reason_line_only_for_refused_leads(harness: Harness, team: Team) -> None:

@@ -21,10 +21,13 @@ from sqlalchemy import select
 from api.app import create_app
 from api.meta import MetaLeadFetcher
 from bot.config import Settings
+from bot.presentation.cards import render_card
+from bot.texts import texts_for
 from db.engine import Database
 from db.models import Comment, Lead, MetaLeadgen, OutboxMessage
 from db.repositories import LeadDraft
 from db.uow import UnitOfWorkFactory
+from tests.api_support import bearer
 from tests.conftest import Team
 from tests.fake_graph import ACCESS_TOKEN, FakeGraph
 
@@ -75,9 +78,9 @@ def fetcher(app: FastAPI) -> MetaLeadFetcher:
     return result
 
 
-def delivery(*leadgen_ids: str, page_id: str = "P1") -> bytes:
+def delivery(*leadgen_ids: str, page_id: str = "P1", form_id: str = "F1", ad_id: str = "A1") -> bytes:
     changes = [
-        {"field": "leadgen", "value": {"leadgen_id": lid, "page_id": page_id, "form_id": "F1", "ad_id": "A1"}}
+        {"field": "leadgen", "value": {"leadgen_id": lid, "page_id": page_id, "form_id": form_id, "ad_id": ad_id}}
         for lid in leadgen_ids
     ]
     return json.dumps({"object": "page", "entry": [{"id": page_id, "time": 1764410000, "changes": changes}]}).encode()
@@ -141,6 +144,42 @@ async def test_a_signed_delivery_becomes_a_lead_its_salesperson_hears_about_with
     assert elapsed < 1.0
     [(path, query)] = graph.requests
     assert path == "/v25.0/L1" and "field_data" in query["fields"]
+
+
+async def test_the_lead_keeps_its_form_ad_and_leadgen_id_on_the_card_and_in_the_api(
+    meta_client: httpx.AsyncClient,
+    meta_app: FastAPI,
+    meta_settings: Settings,
+    graph: FakeGraph,
+    uow_factory: UnitOfWorkFactory,
+    team: Team,
+    tokens: dict[str, str],
+) -> None:
+    graph.add_lead("L1", ANSWERS)
+    await post(meta_client, delivery("L1"))
+    await fetcher(meta_app).idle()
+    # The client comes back through another form: a comment, and the first delivery stays the origin.
+    graph.add_lead("L2", ANSWERS)
+    await post(meta_client, delivery("L2", form_id="F2", ad_id="A2"))
+    await fetcher(meta_app).idle()
+    [lead] = await all_of(uow_factory, Lead)
+    assert [row.lead_id for row in await all_of(uow_factory, MetaLeadgen)] == [lead.id, lead.id]
+
+    async with uow_factory(read_only=True) as uow:
+        card = await uow.leads.card(team.admin.user, lead.id)
+    text = render_card(card, texts_for("ru"), meta_settings.crm).text
+    assert "Meta: форма «F1», объявление «A1», lead L1" in text
+    assert "F2" not in text.split("Meta:")[1].splitlines()[0]
+
+    detail = await meta_client.get(f"/api/leads/{lead.id}", headers=bearer(tokens["admin"]))
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["meta"] == {
+        "leadgen_id": "L1",
+        "form_id": "F1",
+        "ad_id": "A1",
+        "page_id": "P1",
+        "platform": "ig",
+    }
 
 
 async def test_facebook_forms_get_the_facebook_source(

@@ -25,7 +25,7 @@ from bot.presentation.views import (
 from bot.texts import Texts
 from db.enums import HistoryAction, LeadStatus
 from db.models import Comment, LeadHistory, User, utcnow
-from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow
+from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, MetaOriginRow, PersonRow
 
 _STATUS_VALUES = frozenset(status.value for status in LeadStatus)
 
@@ -120,6 +120,17 @@ def card_fields(lead: LeadCardRow, texts: Texts, crm: CrmSection) -> list[str]:
     return lines
 
 
+def meta_line(meta: MetaOriginRow, texts: Texts) -> str:
+    """Where a Meta lead-ads lead came from: the form, the ad and the leadgen id, as Meta sent them."""
+    unknown = texts.t("common.none")
+    return texts.t(
+        "card.meta",
+        form=esc(meta.form_id) if meta.form_id else unknown,
+        ad=esc(meta.ad_id) if meta.ad_id else unknown,
+        leadgen=esc(meta.leadgen_id),
+    )
+
+
 def followup_lines(followups: Sequence[FollowUpRow], total: int, texts: Texts, tz: ZoneInfo) -> list[str]:
     """The card's open follow-ups, soonest first; an overdue one is marked."""
     if not followups:
@@ -141,6 +152,8 @@ def render_card(detail: LeadCardData, texts: Texts, crm: CrmSection, *, notice: 
     tz = crm.tz
     head: list[str] = [notice, ""] if notice else []
     head += card_fields(detail.lead, texts, crm)
+    if detail.meta is not None:
+        head.append(meta_line(detail.meta, texts))
     if detail.followups:
         head += ["", *followup_lines(detail.followups, detail.followups_total, texts, tz)]
     comments = list(detail.comments)

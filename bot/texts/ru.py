@@ -135,6 +135,7 @@ TEXTS: dict[str, str] = {
     "card.closing_date": "Дата закрытия: {value}",
     "card.refusal_reason": "Причина отказа: {value}",
     "card.notes": "Заметки: {value}",
+    "card.meta": "Meta: форма «{form}», объявление «{ad}», lead {leadgen}",
     "card.comments": "<b>Комментарии</b> (последние {shown} из {total}):",
     "card.followups": "<b>Задачи</b> (открытых: {total}):",
     "card.followup": "⏰ {due} — {text}",

@@ -17,8 +17,9 @@ from db.assignment import AutoAssigner
 from db.enums import FORWARD_MOVES, REOPEN_MOVES, HistoryAction, LeadField, LeadStatus, Role
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
-from db.models import Comment, FollowUp, Lead, LeadHistory, User, person_name, utcnow
+from db.models import Comment, FollowUp, Lead, LeadHistory, MetaLeadgen, User, person_name, utcnow
 from db.permissions import Actor
+from db.repositories.meta import ORIGIN_COLUMNS, origin_id, origin_row
 from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow
 from db.settings import CrmSection
 from db.sql import insert_or_skip
@@ -127,8 +128,8 @@ _CREATOR = aliased(User, name="creator")
 _AUTHOR = aliased(User, name="author")
 
 # The card as plain rows: the lead with its two people and how many comments, history rows and open
-# follow-ups it has (each count a seek on its lead index), then the latest of each, read only when there
-# are any.
+# follow-ups it has (each count a seek on its lead index), its Meta lead-ads origin if any (outer-joined:
+# the row ``origin_id`` picks), then the latest of each list, read only when there are any.
 _COMMENTS_TOTAL = select(func.count()).select_from(Comment).where(Comment.lead_id == Lead.id).scalar_subquery()
 _HISTORY_TOTAL = select(func.count()).select_from(LeadHistory).where(LeadHistory.lead_id == Lead.id).scalar_subquery()
 _FOLLOWUPS_TOTAL = (
@@ -158,12 +159,14 @@ _CARD_LEAD: Select[*tuple[Any, ...]] = (
         _CREATOR.first_name,
         _CREATOR.last_name,
         _CREATOR.username,
+        *ORIGIN_COLUMNS,
         _COMMENTS_TOTAL,
         _HISTORY_TOTAL,
         _FOLLOWUPS_TOTAL,
     )
     .outerjoin(_ASSIGNEE, Lead.assigned_to_id == _ASSIGNEE.id)
     .outerjoin(_CREATOR, Lead.created_by_id == _CREATOR.id)
+    .outerjoin(MetaLeadgen, MetaLeadgen.id == origin_id(Lead.id))
     .where(Lead.id == bindparam("lead_id"), Lead.deleted_at.is_(None))
 )
 _CARD_COMMENTS: Select[*tuple[Any, ...]] = (
@@ -339,12 +342,14 @@ class LeadRepository:
         row = (await execute(_CARD_LEAD, {"lead_id": lead_id})).first()
         if row is None:
             raise NotFound("lead", lead_id)
+        origin = len(ORIGIN_COLUMNS) + 3
         comments_total, history_total, followups_total = row[-3:]
         data = LeadCardData(
-            lead=LeadCardRow.of(row[:-3]),
+            lead=LeadCardRow.of(row[:-origin]),
             comments_total=comments_total,
             history_total=history_total,
             followups_total=followups_total,
+            meta=origin_row(row[-origin:-3]),
         )
         if not permissions.can_view(actor, data.lead):
             raise Forbidden("view", "this lead is assigned to someone else")

@@ -10,17 +10,46 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from db.models import MetaLeadgen, utcnow
+from db.rows import MetaOriginRow
 from db.sql import insert_or_skip
 
 PENDING, FETCHING, DONE, FAILED = "pending", "fetching", "done", "failed"
 ERROR_LIMIT = 1000
 _TABLE = cast(Table, MetaLeadgen.__table__)
+
+# A lead's Meta origin: the first delivery that names it (a client who comes back through another form
+# adds a row with the same lead, the first stays the origin). A seek on ``ix_meta_leadgen_lead``.
+_EARLIER = aliased(MetaLeadgen, name="meta_first")
+ORIGIN_COLUMNS = (
+    MetaLeadgen.leadgen_id,
+    MetaLeadgen.form_id,
+    MetaLeadgen.ad_id,
+    MetaLeadgen.page_id,
+    MetaLeadgen.platform,
+)
+
+
+def origin_id(lead_id: ColumnElement[Any] | InstrumentedAttribute[Any]) -> ScalarSelect[Any]:
+    """The id of the lead's origin row: correlated to the enclosing statement's ``lead_id``."""
+    return select(func.min(_EARLIER.id)).where(_EARLIER.lead_id == lead_id).scalar_subquery()
+
+
+def origin_row(values: Sequence[Any]) -> MetaOriginRow | None:
+    """From ``ORIGIN_COLUMNS`` (perhaps of an outer join): None when there is no delivery."""
+    leadgen_id, form_id, ad_id, page_id, platform = values
+    if leadgen_id is None:
+        return None
+    return MetaOriginRow(leadgen_id, form_id, ad_id, page_id, platform)
+
+
+_ORIGIN = select(*ORIGIN_COLUMNS).where(MetaLeadgen.id == origin_id(bindparam("lead_id")))
 
 
 @dataclass(slots=True, frozen=True)
@@ -106,6 +135,11 @@ class MetaLeadRepository:
                 or_(MetaLeadgen.status == PENDING, MetaLeadgen.status == FETCHING)
             )
         )
+
+    async def origin(self, lead_id: int) -> MetaOriginRow | None:
+        """The Meta lead-ads delivery ``lead_id`` came from, if any (the card reads it in its own statement)."""
+        row = (await self.session.execute(_ORIGIN, {"lead_id": lead_id})).first()
+        return origin_row(row) if row is not None else None
 
     async def by_leadgen_id(self, leadgen_id: str) -> MetaLeadgen | None:
         return await self.session.scalar(select(MetaLeadgen).where(MetaLeadgen.leadgen_id == leadgen_id))
