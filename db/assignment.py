@@ -13,13 +13,14 @@ commit; SQLite has a single writer).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, time
+from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import permissions
+from db.durations import in_working_hours
 from db.enums import LeadStatus
 from db.models import AssignmentCursor, Lead, User, utcnow
 from db.settings import AssignmentSection, CrmSection
@@ -29,17 +30,6 @@ OPEN_STATUSES = (LeadStatus.NEW, LeadStatus.IN_WORK)
 ALL_SCOPE = "all"
 
 _CURSOR_TABLE = cast(Table, AssignmentCursor.__table__)
-
-
-def in_clock_range(now: datetime, hours: tuple[time, time], crm: CrmSection) -> bool:
-    """Whether ``now`` falls in ``[start, end)`` local time; a range like 22:00-06:00 runs over midnight."""
-    start, end = hours
-    clock = now.astimezone(crm.tz).time()
-    if start == end:
-        return True
-    if start < end:
-        return start <= clock < end
-    return clock >= start or clock < end
 
 
 class AutoAssigner:
@@ -61,7 +51,7 @@ class AutoAssigner:
         if not section.automatic:
             return None
         now = now or utcnow()
-        if section.working_hours_only and not in_clock_range(now, section.working_hours, self.crm):
+        if section.working_hours_only and not in_working_hours(now, section.working_hours, self.crm.tz):
             return None
         scope, people = await self._candidates(source)
         if not people:

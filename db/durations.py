@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BeforeValidator
 
@@ -40,3 +41,15 @@ def parse_clock_range(value: Any) -> tuple[time, time]:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 ClockRange = Annotated[tuple[time, time], BeforeValidator(parse_clock_range)]
+
+
+def in_working_hours(now: datetime, hours: ClockRange, tz: ZoneInfo) -> bool:
+    """Whether ``now`` falls in ``[start, end)`` local; a range like 22:00-06:00 runs over midnight, and
+    a range that starts where it ends is the whole day."""
+    start, end = hours
+    clock = now.astimezone(tz).time()
+    if start == end:
+        return True
+    if start < end:
+        return start <= clock < end
+    return clock >= start or clock < end

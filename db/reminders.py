@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from db.durations import in_working_hours
 from db.enums import DuePreset, LeadStatus, SnoozeUntil
 from db.errors import InvalidInput
 from db.models import Lead, User
@@ -56,17 +57,6 @@ def local_at(now: datetime, tz: ZoneInfo, clock: time, *, days: int = 0) -> date
     """``clock`` on the local day ``days`` after ``now``'s, as aware UTC."""
     day = now.astimezone(tz).date() + timedelta(days=days)
     return datetime.combine(day, clock, tzinfo=tz).astimezone(UTC)
-
-
-def in_working_hours(now: datetime, hours: tuple[time, time], tz: ZoneInfo) -> bool:
-    """Whether ``now`` falls in ``[start, end)`` local; a range like 22:00-06:00 runs over midnight."""
-    start, end = hours
-    clock = now.astimezone(tz).time()
-    if start == end:
-        return True
-    if start < end:
-        return start <= clock < end
-    return clock >= start or clock < end
 
 
 def next_working_start(now: datetime, hours: tuple[time, time], tz: ZoneInfo) -> datetime:

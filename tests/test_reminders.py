@@ -19,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.scheduler import DIGEST_CATCH_UP_JOB, DIGEST_JOB, TICK_JOB, create_scheduler, stop_scheduler
-from db.durations import parse_clock_range, parse_duration
+from db.durations import in_working_hours, parse_clock_range, parse_duration
 from db.engine import open_database
 from db.enums import LeadStatus, Role, StatusCode
 from db.models import Lead, OutboxMessage, User, utcnow
-from db.reminders import Kind, ReminderJobs, in_working_hours, local_at, next_working_start
+from db.reminders import Kind, ReminderJobs, local_at, next_working_start
 from db.repositories.leads import LeadDraft
 from db.uow import UnitOfWorkFactory
 from keyboards.callbacks import LeadStatusCB, SnoozeCB, SnoozeTarget, SnoozeUntil
