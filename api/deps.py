@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.edge import WEBHOOK_SECRET_HEADER
 from api.errors import unauthorized
+from api.schemas import MAX_ID, MAX_SOURCE, Since, visible_param
 from bot.config import Settings
+from db.enums import LeadStatus
 from db.models import User
+from db.repositories import LeadFilter
 from db.uow import UnitOfWork, UnitOfWorkFactory
 
 
@@ -77,3 +80,26 @@ async def get_webhook_source(request: Request, _secret: Annotated[str | None, De
 
 
 WebhookSource = Annotated[str, Depends(get_webhook_source)]
+
+
+async def get_list_filter(
+    status: Annotated[LeadStatus | None, Query(description="новый, в работе, закрыт, отказ")] = None,
+    source: Annotated[
+        str | None, Query(max_length=MAX_SOURCE, description="e.g. Instagram"), visible_param("source")
+    ] = None,
+    assigned_to: Annotated[int | None, Query(ge=1, le=MAX_ID, description="A salesperson's user id")] = None,
+    q: Annotated[
+        str | None,
+        Query(min_length=2, max_length=100, description="Search text; no control characters, something visible"),
+        visible_param("q"),
+    ] = None,
+    updated_since: Annotated[
+        Since | None,
+        Query(description="An ISO 8601 time (2025-12-03T10:00:00Z); UTC when no offset is given. Not a number."),
+    ] = None,
+) -> LeadFilter:
+    """The list's filters as query parameters, shared by the list and the Excel export."""
+    return LeadFilter(status=status, source=source, assigned_to=assigned_to, text=q, updated_since=updated_since)
+
+
+ListFilterDep = Annotated[LeadFilter, Depends(get_list_filter)]

@@ -15,15 +15,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from api.deps import CurrentUser, SettingsDep, UowDep
+from api.deps import CurrentUser, ListFilterDep, SettingsDep, UowDep
 from api.edge import BearerRoute
 from api.errors import responses
-from api.schemas import MAX_ID, MAX_SOURCE, Since, visible_param
 from bot.texts import pick_language, texts_for
 from bot.xlsx_export import XLSX_MIME, export_name, export_to_file
 from db.analytics import MAX_PERIOD_DAYS, Period
-from db.enums import LeadStatus
-from db.repositories import LeadFilter
 
 router = APIRouter(
     prefix="/api/leads", tags=["leads"], route_class=BearerRoute, responses=responses(408, 413, 429, 503)
@@ -59,24 +56,10 @@ async def export_xlsx(
     actor: CurrentUser,
     uow: UowDep,
     settings: SettingsDep,
-    status: Annotated[LeadStatus | None, Query(description="новый, в работе, закрыт, отказ")] = None,
-    source: Annotated[
-        str | None, Query(max_length=MAX_SOURCE, description="e.g. Instagram"), visible_param("source")
-    ] = None,
-    assigned_to: Annotated[int | None, Query(ge=1, le=MAX_ID, description="A salesperson's user id")] = None,
-    q: Annotated[
-        str | None,
-        Query(min_length=2, max_length=100, description="Search text; no control characters, something visible"),
-        visible_param("q"),
-    ] = None,
-    updated_since: Annotated[
-        Since | None,
-        Query(description="An ISO 8601 time (2025-12-03T10:00:00Z); UTC when no offset is given. Not a number."),
-    ] = None,
+    flt: ListFilterDep,
     from_: Annotated[date | None, Query(alias="from", description="The analytics sheet's first day")] = None,
     to: Annotated[date | None, Query(description="The analytics sheet's last day")] = None,
 ) -> FileResponse:
-    flt = LeadFilter(status=status, source=source, assigned_to=assigned_to, text=q, updated_since=updated_since)
     period = analytics_period(from_, to, datetime.now(settings.crm.tz).date())
     texts = texts_for(pick_language(actor.language, None, settings.bot.default_language))
     path, _count = await export_to_file(uow, actor, flt, period, texts, settings.crm)

@@ -7,12 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from api.deps import CurrentUser, UowDep
+from api.deps import CurrentUser, ListFilterDep, UowDep
 from api.edge import BearerRoute
 from api.errors import responses
 from api.schemas import (
     MAX_ID,
-    MAX_SOURCE,
     AssignIn,
     CommentIn,
     CommentOut,
@@ -22,12 +21,10 @@ from api.schemas import (
     LeadOut,
     LeadPage,
     LeadPatch,
-    Since,
-    visible_param,
 )
 from db.enums import LeadStatus
 from db.errors import InvalidInput
-from db.repositories import LeadChanges, LeadDraft, LeadFilter
+from db.repositories import LeadChanges, LeadDraft
 
 router = APIRouter(
     prefix="/api/leads", tags=["leads"], route_class=BearerRoute, responses=responses(408, 413, 429, 503)
@@ -64,24 +61,10 @@ async def create_lead(body: LeadCreate, actor: CurrentUser, uow: UowDep) -> Lead
 async def list_leads(
     actor: CurrentUser,
     uow: UowDep,
-    status: Annotated[LeadStatus | None, Query(description="новый, в работе, закрыт, отказ")] = None,
-    source: Annotated[
-        str | None, Query(max_length=MAX_SOURCE, description="e.g. Instagram"), visible_param("source")
-    ] = None,
-    assigned_to: Annotated[int | None, Query(ge=1, le=MAX_ID, description="A salesperson's user id")] = None,
+    flt: ListFilterDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     size: Annotated[int, Query(ge=1, le=100)] = 20,
-    q: Annotated[
-        str | None,
-        Query(min_length=2, max_length=100, description="Search text; no control characters, something visible"),
-        visible_param("q"),
-    ] = None,
-    updated_since: Annotated[
-        Since | None,
-        Query(description="An ISO 8601 time (2025-12-03T10:00:00Z); UTC when no offset is given. Not a number."),
-    ] = None,
 ) -> LeadPage:
-    flt = LeadFilter(status=status, source=source, assigned_to=assigned_to, text=q, updated_since=updated_since)
     items, total = await uow.leads.list_offset(actor, flt, page=page, size=size)
     return LeadPage(
         items=[LeadListItem.of(lead) for lead in items],
