@@ -43,4 +43,15 @@ class CommentAdded:
     comment_id: int
 
 
-DomainEvent = LeadCreated | LeadStatusChanged | LeadReassigned | CommentAdded
+@dataclass(frozen=True, slots=True)
+class LeadUpdated:
+    """Fields of the lead changed (name, phone, budget...): ``fields`` names them; ``history_id`` is the
+    last history row the change wrote."""
+
+    lead_id: int
+    actor_id: int | None
+    fields: tuple[str, ...]
+    history_id: int
+
+
+DomainEvent = LeadCreated | LeadStatusChanged | LeadReassigned | CommentAdded | LeadUpdated

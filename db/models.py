@@ -292,3 +292,63 @@ class IdempotencyKey(Base):
     # SHA-256 (hex) of the request the key was first used for; null for keys stored before it was kept.
     request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IntegrationJob(Base):
+    """A change waiting to be sent to a remote CRM (amoCRM, Bitrix24, Meta's Conversions API), or a remote
+    change waiting to be read from it (``pull``); written in the same transaction as the change itself.
+
+    One row per (integration, change): ``idempotency_key`` makes queueing the same change twice a no-op.
+    The worker sends the oldest unfinished job of each lead first, so a lead's changes arrive in order.
+    Life of a row: ``pending`` → ``sending`` (claimed; ``next_attempt_at`` = end of the lease) → ``done`` |
+    back to ``pending`` (retry later, with backoff) | ``failed`` (after ``max_attempts`` or a refusal;
+    an admin may queue it again).
+    """
+
+    __tablename__ = "integration_jobs"
+    __table_args__ = (
+        Index("ix_integration_jobs_due", "integration", "status", "next_attempt_at", "id"),
+        Index("ix_integration_jobs_lead", "integration", "lead_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    integration: Mapped[str] = mapped_column(String(16))
+    lead_id: Mapped[int] = mapped_column(ID, ForeignKey("leads.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]]
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None]
+
+
+class IntegrationLink(Base):
+    """Our lead ↔ the remote CRM's lead: one remote lead per lead and integration, and back."""
+
+    __tablename__ = "integration_links"
+    __table_args__ = (
+        UniqueConstraint("integration", "lead_id", name="uq_integration_links_lead"),
+        UniqueConstraint("integration", "remote_id", name="uq_integration_links_remote"),
+    )
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    integration: Mapped[str] = mapped_column(String(16))
+    lead_id: Mapped[int] = mapped_column(ID, ForeignKey("leads.id"))
+    remote_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IntegrationState(Base):
+    """Per integration: the last success, and what it must keep between restarts (amoCRM's rotating OAuth
+    tokens). ``secrets`` never leaves the core: no view or log shows it."""
+
+    __tablename__ = "integration_state"
+
+    integration: Mapped[str] = mapped_column(String(16), primary_key=True)
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
+    secrets: Mapped[dict[str, Any] | None]

@@ -142,7 +142,8 @@ class NotificationRules:
         await uow.outbox.enqueue_many(rows)
 
     async def _status_changed(self, uow: UnitOfWork, event: LeadStatusChanged) -> None:
-        if await _lead(uow, event.lead_id) is None:
+        lead = await _lead(uow, event.lead_id)
+        if lead is None:
             return
         facts: dict[str, Any] = {
             "lead_id": event.lead_id,
@@ -151,7 +152,10 @@ class NotificationRules:
             "new": str(event.new),
             "actor_id": event.actor_id,
         }
-        watchers = await uow.users.active_with_roles(set(STATUS_WATCHERS))
+        watchers: list[Any] = list(await uow.users.active_with_roles(set(STATUS_WATCHERS)))
+        if uow.origin is not None:
+            # Moved in a remote CRM: the salesperson did not do it here, so they hear of it too.
+            watchers.append(await _user(uow, lead.assigned_to_id))
         for user in _audience(watchers, event.actor_id):
             await uow.outbox.enqueue(
                 key=f"status:{event.lead_id}:{event.history_id}:{user.id}",

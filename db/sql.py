@@ -18,12 +18,13 @@ def dialect_of(session: AsyncSession) -> str:
 
 
 def insert_or_skip(
-    session: AsyncSession, table: Table, conflict: list[Any], where: ColumnElement[bool] | None = None
+    session: AsyncSession, table: Table, conflict: list[Any] | None, where: ColumnElement[bool] | None = None
 ) -> Insert:
     """``INSERT … ON CONFLICT (conflict) [WHERE where] DO NOTHING`` for the session's database.
 
     ``where`` names a partial unique index (the live phone), which both SQLite and PostgreSQL need
-    spelled out to pick the index.
+    spelled out to pick the index. ``conflict`` None: any unique index that conflicts (a table with
+    more than one, such as the integration links).
     """
     module = postgresql if dialect_of(session) == "postgresql" else sqlite
     stmt = module.insert(table)

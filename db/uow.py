@@ -22,6 +22,7 @@ from db.engine import Database
 from db.events import DomainEvent
 from db.repositories import InviteRepository, LeadRepository, UserRepository
 from db.repositories.followups import FollowUpRepository
+from db.repositories.integrations import IntegrationRepository
 from db.repositories.meta import MetaLeadRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.reminders import ReminderRepository
@@ -60,6 +61,8 @@ class UnitOfWork:
         self.read_only = read_only
         self.events: list[DomainEvent] = []
         self.committed = False
+        # The integration a change came from (its webhook, its pull): the change is not sent back there.
+        self.origin: str | None = None
         self.users = UserRepository(session, settings.access)
         self.invites = InviteRepository(session, settings.access)
         self.assigner = AutoAssigner(session, settings.assignment, settings.crm)
@@ -70,6 +73,7 @@ class UnitOfWork:
         self.tokens = ApiTokenRepository(session)
         self.idempotency = IdempotencyRepository(session)
         self.meta = MetaLeadRepository(session)
+        self.integrations = IntegrationRepository(session)
         self.analytics = AnalyticsRepository(session, settings.crm)
 
     def in_transaction(self) -> bool:

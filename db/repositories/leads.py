@@ -16,7 +16,7 @@ from db import permissions
 from db.assignment import AutoAssigner
 from db.enums import FORWARD_MOVES, REOPEN_MOVES, HistoryAction, LeadField, LeadStatus, Role
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
-from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged
+from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged, LeadUpdated
 from db.models import Comment, FollowUp, Lead, LeadHistory, MetaLeadgen, User, person_name, utcnow
 from db.permissions import Actor
 from db.repositories.meta import ORIGIN_COLUMNS, origin_id, origin_row
@@ -615,18 +615,21 @@ class LeadRepository:
         phone = cleaned.get(LeadField.PHONE_NUMBER)
         if phone is not None and phone != lead.phone_number:
             await self._ensure_phone_free(phone, except_lead=lead.id)
-        changed = False
+        changed: list[str] = []
+        entry: LeadHistory | None = None
         for name, value in cleaned.items():
             old = getattr(lead, name.value)
             if old == value:
                 continue
             setattr(lead, name.value, value)
-            self._history(lead, actor, HistoryAction.UPDATED, _fmt(old), _fmt(value), name.value)
-            changed = True
-        if changed:
+            entry = self._history(lead, actor, HistoryAction.UPDATED, _fmt(old), _fmt(value), name.value)
+            changed.append(name.value)
+        if changed and entry is not None:
             lead.updated_at = utcnow()
             if phone is not None:
                 await self._flush_unique(phone)
+            history_id = await self._written(entry)
+            self.events.append(LeadUpdated(lead.id, actor.id, tuple(changed), history_id))
         return lead
 
     def allowed_moves(self, actor: Actor, lead: Lead | LeadCardRow) -> list[LeadStatus]:
