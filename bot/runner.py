@@ -71,7 +71,13 @@ async def run_bot(
             await _serve_webhook(settings, dispatcher, bot, started, stop or asyncio.Event(), handle_signals)
         else:
             if started is not None:
-                started.set_result(dispatcher)
+                # Told from polling's own startup: by then stop_polling() stops it (told earlier, it would
+                # find polling not started yet and the bot would poll on).
+                async def polling_started() -> None:
+                    if not started.done():
+                        started.set_result(dispatcher)
+
+                dispatcher.startup.register(polling_started)
             await dispatcher.start_polling(bot, handle_signals=handle_signals)
     finally:
         # Finish the notifications on their way before the session closes (nothing is left "sending").

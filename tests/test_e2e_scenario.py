@@ -107,7 +107,7 @@ async def running(settings: Settings, fake_bot_api: FakeBotAPI) -> AsyncIterator
         task.result()  # the bot died while starting: show why
     dispatcher = started.result()
     yield live
-    await dispatcher.stop_polling()
+    await asyncio.wait_for(dispatcher.stop_polling(), timeout=30)
     await asyncio.wait_for(task, timeout=30)
 
 

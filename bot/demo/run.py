@@ -117,8 +117,10 @@ async def running_demo(port: int = 0, *, handle_signals: bool = False) -> AsyncI
                 yield demo
             finally:
                 if not task.done():
-                    with contextlib.suppress(RuntimeError):  # polling already stopping
-                        await demo.dispatcher.stop_polling()
+                    with contextlib.suppress(RuntimeError, TimeoutError):  # polling already stopping
+                        await asyncio.wait_for(demo.dispatcher.stop_polling(), timeout=30)
+                    # The bot closes its worker, session and database; wait_for cancels it if it hangs,
+                    # so the caller is never left waiting.
                     await asyncio.wait_for(task, timeout=30)
         finally:
             await server.stop()
