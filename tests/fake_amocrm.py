@@ -16,12 +16,13 @@ What amo does that the fake does not: merging duplicate contacts, custom fields 
 companies, and the exact wording of its errors (the shapes are amo's, the words are ours).
 
 State: ``leads`` and ``contacts`` by id, ``pipelines``, ``users``; every request is kept in
-``requests``. ``fail_next`` and ``outage`` make it answer errors; ``move`` changes a lead's status there
-and returns the webhook amo would post about it.
+``requests``. ``fail_next`` and ``outage`` make it answer errors, ``delay`` slowly; ``move`` changes a
+lead's status there and returns the webhook amo would post about it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import deque
@@ -129,6 +130,7 @@ class FakeAmoCrm:
         self._failures: deque[tuple[int, dict[str, str], str | None]] = deque()
         self._outage_until = 0.0
         self._outage_status = 503
+        self.delay = 0.0  # seconds each answer waits: a slow amo
         self._ids = itertools.count(30_000_001)
         self._tokens = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -227,6 +229,8 @@ class FakeAmoCrm:
         body = await request.json() if request.can_read_body else None
         record = FakeRequest(request.method, request.path, dict(request.query), body, now)
         self.requests.append(record)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         response = self._refusal(request, now)
         if response is None:
             response = await handler(request)

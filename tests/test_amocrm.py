@@ -408,6 +408,16 @@ async def test_a_5xx_or_an_outage_is_retried_later(amo: FakeAmoCrm, adapter: Amo
     assert len(amo.leads) == 3
 
 
+async def test_a_slow_amo_is_retried_later(amo: FakeAmoCrm) -> None:
+    adapter = AmoCrmAdapter(long_lived(amo, timeout=0.2), MemoryTokenStore())
+    amo.delay = 0.5
+    try:
+        [outcome] = await adapter.deliver([job(1, JobKind.COMMENT, None, remote_id="1", comment="x")])
+    finally:
+        await adapter.aclose()
+    assert_failed(outcome, permanent=False, containing="did not answer POST /api/v4/leads/notes in time")
+
+
 async def test_an_unreachable_amo_is_retried_later() -> None:
     # Port 1 (tcpmux) is not served here: the connection is refused at once.
     section = AmoCrmSection.model_validate({"base_url": "http://127.0.0.1:1", "long_lived_token": ACCESS_TOKEN})
