@@ -467,7 +467,8 @@ class Bitrix24Adapter:
             return RetryLater(what, retry_after=LIMIT_PAUSE)
         if code == "OPERATION_TIME_LIMIT" or status == 429:
             return RetryLater(what, retry_after=OPERATION_PAUSE)
-        if code in _AUTH_ERRORS or status in (401, 403):
+        # A 404 without a known code is no REST endpoint at all: the webhook's address is wrong.
+        if code in _AUTH_ERRORS or status in (401, 403, 404):
             return AuthFailed(f"{what} (check [bitrix24] webhook_url and its crm rights)")
         if code in _TRANSIENT_ERRORS or (status is not None and status >= 500):
             return RetryLater(what)

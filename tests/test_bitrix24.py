@@ -488,6 +488,16 @@ async def test_a_wrong_webhook_fails_authentication_without_telling_the_secret(p
     assert portal.leads == {}
 
 
+async def test_an_address_that_is_no_rest_endpoint_fails_authentication(portal: FakeBitrix24) -> None:
+    wrong = portal.webhook_url.replace("/rest/", "/bitrix/rest/")
+
+    with pytest.raises(AuthFailed) as caught:
+        await deliver_with(section_for(portal, webhook_url=wrong), [job(1, JobKind.PULL, remote_id="1")])
+
+    assert "HTTP 404" in str(caught.value)
+    assert_no_secret(str(caught.value))
+
+
 async def test_a_redirect_is_a_configuration_problem() -> None:
     async def redirect(request: httpx.Request) -> httpx.Response:
         return httpx.Response(301, headers={"Location": "https://elsewhere.example/"})
