@@ -193,6 +193,16 @@ class MetaSection(Section):
     max_retry_after: Duration = timedelta(hours=1)
     max_attempts: int = Field(default=12, ge=1)
     timeout: Duration = timedelta(seconds=10)
+    # The Conversions API for CRM (``integrations.meta_capi``): each lead's stages go back to Meta, so
+    # its ads learn which leads turn into deals. Needs both of these; independent of ``enabled`` above.
+    # The dataset (pixel) id, from Events Manager.
+    pixel_id: str | None = None
+    # A system user's access token with access to that dataset (Events Manager, Conversions API settings).
+    capi_access_token: SecretStr | None = None
+    # Requests per second we allow ourselves (each carries up to 1,000 events).
+    capi_rate: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    # Tries per stage event before it is given up (a refusal by Meta gives it up at once).
+    capi_max_attempts: int = Field(default=12, ge=1)
 
     @field_validator("fields")
     @classmethod
@@ -210,9 +220,34 @@ class MetaSection(Section):
             raise ValueError("must start with https:// or http://")
         return value
 
+    @field_validator("pixel_id", mode="before")
+    @classmethod
+    def _pixel_id(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # a TOML number
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            if not (value.isascii() and value.isdigit()):
+                raise ValueError("must be the dataset (pixel) id: digits only, as Events Manager shows it")
+        return value
+
+    @field_validator("capi_access_token")
+    @classmethod
+    def _capi_access_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return value
+
     @property
     def enabled(self) -> bool:
         return self.app_secret is not None and self.verify_token is not None and self.page_access_token is not None
+
+    @property
+    def capi_enabled(self) -> bool:
+        """Stages go back to Meta (the Conversions API for CRM): a dataset id and its token are set."""
+        return self.pixel_id is not None and self.capi_access_token is not None
 
 
 class RedisSection(Section):
