@@ -17,7 +17,7 @@ from api import errors
 from api.access import AccessLog, ForwardedClient
 from api.edge import WEBHOOK_SECRET_HEADER
 from api.meta import MetaLeadFetcher
-from api.routes import analytics, exports, health, imports, leads, meta, webhooks
+from api.routes import analytics, exports, health, imports, integrations, leads, meta, webhooks
 from api.routes.webhooks import REPLAYED_HEADER
 from api.throttle import FailureLimiter, MemoryFailureLimiter, RedisFailureLimiter
 from bot.config import ConfigError, Settings, check_webhook_secret
@@ -84,6 +84,8 @@ def create_app(settings: Settings, database: Database, *, limiter: FailureLimite
     app.include_router(health.router)
     app.include_router(imports.router)
     app.include_router(meta.router)
+    app.include_router(integrations.amocrm_router)
+    app.include_router(integrations.bitrix24_router)
     app.include_router(leads.router)
     app.include_router(webhooks.router)
     app.include_router(analytics.router)

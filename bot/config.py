@@ -37,6 +37,8 @@ from db.settings import (
     RemindersSection,
     Section,
 )
+from integrations.amocrm import AmoCrmSection
+from integrations.bitrix24 import Bitrix24Section
 
 _toml_path: ContextVar[Path | None] = ContextVar("leadbot_toml_path", default=None)
 
@@ -307,6 +309,8 @@ class Settings(BaseSettings):
         env_prefix="LEADBOT_",
         env_nested_delimiter="__",
         extra="forbid",
+        # A bad value is named, never echoed: some are secrets (the Bitrix24 webhook's address is one).
+        hide_input_in_errors=True,
     )
 
     bot: BotSection = Field(default_factory=BotSection)
@@ -320,6 +324,14 @@ class Settings(BaseSettings):
     redis: RedisSection = Field(default_factory=RedisSection)
     meta: MetaSection = Field(default_factory=MetaSection)
     google_sheets: GoogleSheetsSection = Field(default_factory=GoogleSheetsSection)
+    amocrm: AmoCrmSection = Field(default_factory=AmoCrmSection)
+    bitrix24: Bitrix24Section = Field(default_factory=Bitrix24Section)
+
+    @property
+    def integrations(self) -> frozenset[str]:
+        """The remote CRMs configured: each gets every change of a lead (``db.integrations``)."""
+        enabled = {"amocrm": self.amocrm.enabled, "bitrix24": self.bitrix24.enabled, "meta": self.meta.capi_enabled}
+        return frozenset(name for name, on in enabled.items() if on)
 
     @classmethod
     def settings_customise_sources(

@@ -18,6 +18,7 @@ from bot.config import Settings
 from bot.middlewares import CommandLeavesConversationMiddleware, DatabaseMiddleware, WriteUnitMiddleware
 from bot.sheets import create_exporter
 from db.engine import Database
+from db.integrations import EventSinks, IntegrationRules
 from db.notifications import NotificationRules
 from db.uow import EventSink, UnitOfWorkFactory
 from handlers import get_routers
@@ -41,9 +42,13 @@ def create_uow_factory(settings: Settings, database: Database, *, sink: EventSin
     """The one way every interface (bot, API, jobs) gets units of work, so all emit the same events.
 
     ``sink`` defaults to the core's notification rules (``db.notifications.NotificationRules``), which
-    queue facts in the outbox; ``bot.presentation`` words them when the delivery worker sends them.
+    queue facts in the outbox (``bot.presentation`` words them when the delivery worker sends them),
+    then the integration rules (``db.integrations.IntegrationRules``), which queue each change for the
+    remote CRMs configured.
     """
-    return UnitOfWorkFactory(database, settings, sink if sink is not None else NotificationRules(settings))
+    if sink is None:
+        sink = EventSinks(NotificationRules(settings), IntegrationRules(settings.integrations))
+    return UnitOfWorkFactory(database, settings, sink)
 
 
 def create_storage(settings: Settings) -> BaseStorage:

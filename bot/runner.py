@@ -14,6 +14,7 @@ from bot import assignment_jobs
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.factory import close_dispatcher, create_bot, create_dispatcher
+from bot.integrations import create_sync_workers
 from bot.scheduler import create_scheduler, stop_scheduler
 from bot.sheets import SheetsExporter
 from db.engine import open_database
@@ -48,6 +49,9 @@ async def run_bot(
     scheduler = create_scheduler(settings, ReminderJobs(dispatcher["uow_factory"], settings))
     assignment_jobs.schedule(scheduler, settings, dispatcher["uow_factory"])
     sheets: SheetsExporter | None = dispatcher["sheets"]
+    # amoCRM, Bitrix24, Meta's Conversions API: each configured one empties its queue here.
+    sync_workers = create_sync_workers(settings, dispatcher["uow_factory"])
+    dispatcher["sync_workers"] = {worker.name: worker for worker in sync_workers}
     api_server: uvicorn.Server | None = None
     api_app: FastAPI | None = None
     api_task: asyncio.Task[None] | None = None
@@ -67,6 +71,8 @@ async def run_bot(
         delivery.start()
         if sheets is not None:
             sheets.start()
+        for worker in sync_workers:
+            worker.start()
         if settings.bot.webhook_url:
             await _serve_webhook(settings, dispatcher, bot, started, stop or asyncio.Event(), handle_signals)
         else:
@@ -85,6 +91,9 @@ async def run_bot(
         stop_scheduler(scheduler)
         if sheets is not None:
             await sheets.stop()
+        for worker in sync_workers:
+            await worker.stop()
+            await worker.adapter.aclose()
         if api_server is not None and api_task is not None and api_app is not None:
             from api.app import close_app
 
