@@ -5,8 +5,9 @@
 Neither trusts the body's claims: for each remote lead linked to one of ours a ``pull`` job is queued,
 and the worker reads the lead from the CRM itself and moves ours to its status (as the integration,
 never sent back there: no ping-pong). The answer goes back at once; a lead not linked to ours (made there
-by hand) is left alone. amo is authenticated by ``[amocrm] webhook_secret`` in the URL's last segment
-(amo's webhook settings take only a URL) or the ``X-Webhook-Secret`` header; Bitrix24 by its
+by hand) is left alone. amo is authenticated by ``[amocrm] webhook_secret`` in the URL's query,
+``?secret=…`` (amo's webhook settings take only a URL; the access log never writes the query), or the
+``X-Webhook-Secret`` header; Bitrix24 by its
 ``auth[application_token]``. A wrong one counts as a failed authentication, like a wrong API token.
 Not in the OpenAPI schema: the CRMs' protocols, not ours. Unconfigured, both answer 404.
 """
@@ -70,11 +71,10 @@ def _form(body: bytes) -> list[tuple[str, str]]:
 
 
 @amocrm_router.post("/api/integrations/amocrm/webhook")
-@amocrm_router.post("/api/integrations/amocrm/webhook/{secret}")
-async def amocrm_webhook(request: Request, secret: str | None = None) -> JSONResponse:
+async def amocrm_webhook(request: Request) -> JSONResponse:
     section = settings_of(request).amocrm
     header = raw_header(request, SECRET_HEADER)
-    given = secret if secret is not None else (header.decode("utf-8", errors="replace") if header else None)
+    given = request.query_params.get("secret") or (header.decode("utf-8", errors="replace") if header else None)
     if not webhook_secret_matches(section, given):
         raise await auth_failed(request, "missing or wrong amoCRM webhook secret")
     try:
