@@ -88,7 +88,7 @@ async def run_bot(
     finally:
         # Finish the notifications on their way before the session closes (nothing is left "sending").
         await delivery.stop()
-        stop_scheduler(scheduler)
+        await stop_scheduler(scheduler)
         if sheets is not None:
             await sheets.stop()
         for worker in sync_workers:

@@ -13,6 +13,7 @@ The scheduler keeps no state of its own: everything that must survive a restart 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -40,13 +41,23 @@ class Jobs(Protocol):
     async def send_digests(self, now: datetime) -> int: ...
 
 
+# The runs in progress: stopping waits for them before the database they use is closed.
+_RUNNING: set[asyncio.Task[object]] = set()
+
+
 async def run_job(job: Job) -> None:
     """Call ``job`` with the real time; a failure is logged and the next run tries again."""
+    task = asyncio.current_task()
+    if task is not None:
+        _RUNNING.add(task)
     try:
         queued = await job(datetime.now(UTC))
     except Exception:
         log.exception("scheduled job %s failed", getattr(job, "__name__", job))
         return
+    finally:
+        if task is not None:
+            _RUNNING.discard(task)
     if queued:
         log.info("%s queued %d message(s)", getattr(job, "__name__", job), queued)
 
@@ -89,6 +100,17 @@ def create_scheduler(settings: Settings, jobs: Jobs) -> AsyncIOScheduler:
     return scheduler
 
 
-def stop_scheduler(scheduler: AsyncIOScheduler) -> None:
-    if scheduler.running:
-        scheduler.shutdown(wait=False)
+async def stop_scheduler(scheduler: AsyncIOScheduler, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a grace period
+    """No new runs; the runs in progress finish (for up to ``timeout``), then the scheduler stops.
+
+    APScheduler's shutdown cancels coroutine jobs still running: one cancelled in the middle of a query
+    leaves a database connection half closed, and the process (or a test's event loop) hangs on it.
+    """
+    if not scheduler.running:
+        return
+    scheduler.pause()
+    loop = asyncio.get_running_loop()
+    running = [task for task in _RUNNING if task.get_loop() is loop and not task.done()]
+    if running:
+        await asyncio.wait(running, timeout=timeout)
+    scheduler.shutdown(wait=False)

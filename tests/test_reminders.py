@@ -470,7 +470,7 @@ async def test_scheduler_starts_runs_the_jobs_with_the_real_time_and_stops(setti
         # The first tick and the catch-up digest run right at start.
         await asyncio.wait_for(asyncio.gather(stub.ticked.wait(), stub.digested.wait()), timeout=10)
     finally:
-        stop_scheduler(scheduler)
+        await stop_scheduler(scheduler)
     await asyncio.sleep(0)
     assert not scheduler.running
     assert stub.ticks and stub.digests
@@ -478,7 +478,7 @@ async def test_scheduler_starts_runs_the_jobs_with_the_real_time_and_stops(setti
         assert moment.tzinfo is not None and moment.utcoffset() == timedelta(0)
         assert moment >= before
     # Stopping twice is harmless (the runner's finally block may meet a scheduler that never started).
-    stop_scheduler(scheduler)
+    await stop_scheduler(scheduler)
 
 
 # ---- the queries walk their indexes ----------------------------------------------------------------------
@@ -528,3 +528,26 @@ async def test_reminder_queries_use_their_indexes(engine: AsyncEngine, uow_facto
     assert "USING INDEX ix_leads_reminder_due (status=? AND next_reminder_at<?)" in due_plan
     for plan in await _plans(engine, due_followups):
         assert "USING INDEX ix_followups_open_due (done_at=? AND due_at<?)" in plan
+
+
+async def test_stopping_lets_a_job_in_progress_finish_before_the_database_closes(settings: Settings) -> None:
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    class SlowJobs:
+        async def tick(self, now: datetime) -> int:
+            started.set()
+            await asyncio.sleep(0.3)  # a query in progress when the bot is told to stop
+            finished.set()
+            return 0
+
+        async def send_digests(self, now: datetime) -> int:
+            return 0
+
+    scheduler = create_scheduler(settings, SlowJobs())
+    scheduler.start()
+    await asyncio.wait_for(started.wait(), timeout=10)
+    await stop_scheduler(scheduler)
+    # Not cancelled half-way (which left a connection half closed and hung the event loop's close).
+    assert finished.is_set()
+    await asyncio.sleep(0)
+    assert not scheduler.running
