@@ -342,12 +342,16 @@ class IntegrationLink(Base):
 
 
 class IntegrationState(Base):
-    """Per integration: the last success, and what it must keep between restarts (amoCRM's rotating OAuth
-    tokens). ``secrets`` never leaves the core: no view or log shows it."""
+    """Per integration: who sends, the last success, and what it must keep between restarts (amoCRM's
+    rotating OAuth tokens). ``secrets`` never leaves the core: no view or log shows it."""
 
     __tablename__ = "integration_state"
 
     integration: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # The one worker (of any instance) sending for this integration until ``sender_until``: the remote
+    # side's rate limit is the account's, so two instances must not each send at the full rate.
+    sender_id: Mapped[str | None] = mapped_column(String(64))
+    sender_until: Mapped[datetime | None]
     last_success_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]

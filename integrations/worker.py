@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -49,6 +50,7 @@ class SyncWorker:
         max_retry_after: timedelta = timedelta(minutes=10),
         lease: timedelta = timedelta(minutes=2),
         poll: float = 2.0,
+        turn: timedelta = timedelta(seconds=30),
     ) -> None:
         self.factory = factory
         self.adapter = adapter
@@ -58,6 +60,11 @@ class SyncWorker:
         self.max_retry_after = max_retry_after
         self.lease = lease
         self.poll = poll
+        # One sender per integration across instances (the remote rate limit is the account's): this
+        # worker sends only while its turn lasts, renewed each round; another takes over when it lapses.
+        self.turn = turn
+        self.sender_id = uuid.uuid4().hex
+        self._has_turn = False
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -88,20 +95,34 @@ class SyncWorker:
 
     async def run(self, *, until_idle: bool = False) -> None:
         """The loop; ``until_idle`` returns once nothing is due (``leadbot sync``, tests, the benchmark)."""
-        while not self._stopping.is_set():
-            try:
-                worked = await self.round()
-            except Exception:  # the database was unavailable, say: keep going, nothing is lost
-                log.exception("%s: a round failed; retrying", self.name)
-                worked = False
-            if worked:
-                continue
-            wait = await self._next_wait()
-            if until_idle and wait is None:
-                return
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(wait if wait is not None else self.poll, self.poll))
+        try:
+            while not self._stopping.is_set():
+                try:
+                    worked = await self.round()
+                except Exception:  # the database was unavailable, say: keep going, nothing is lost
+                    log.exception("%s: a round failed; retrying", self.name)
+                    worked = False
+                if worked:
+                    continue
+                wait = await self._next_wait()
+                if until_idle and wait is None:
+                    return
+                if not self._has_turn:
+                    wait = self.poll  # another instance sends: look again later
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(wait if wait is not None else self.poll, self.poll))
+        finally:
+            await self._end_turn()
+
+    async def _end_turn(self) -> None:
+        if not self._has_turn:
+            return
+        self._has_turn = False
+        with contextlib.suppress(Exception):  # the database is gone: the turn lapses on its own
+            async with self.factory() as uow:
+                await uow.integrations.end_turn(self.name, self.sender_id)
+                await uow.commit()
 
     async def _next_wait(self) -> float | None:
         """Seconds until the next job is due (0 if one is), None when the queue is empty."""
@@ -126,6 +147,10 @@ class SyncWorker:
     async def _claim(self) -> list[int]:
         now = utcnow()
         async with self.factory() as uow:
+            self._has_turn = await uow.integrations.take_turn(self.name, self.sender_id, now=now, until=now + self.turn)
+            if not self._has_turn:
+                await uow.commit()
+                return []
             await uow.integrations.recover_expired(self.name, now)
             heads = await uow.integrations.due_heads(self.name, now, limit=self.adapter.batch_size)
             claimed = await uow.integrations.claim([job.id for job in heads], lease_until=now + self.lease)

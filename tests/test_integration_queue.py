@@ -224,7 +224,7 @@ async def test_a_worker_killed_mid_send_leaves_the_job_to_the_next_which_links_i
             raise asyncio.CancelledError  # ...and the process died before recording it
 
     with pytest.raises(asyncio.CancelledError):
-        await worker(factory, Dies(), lease=timedelta(seconds=0)).round()
+        await worker(factory, Dies(), lease=timedelta(seconds=0), turn=timedelta(seconds=0)).round()
     [job] = await jobs(factory)
     assert job.status == "sending"
     await worker(factory, crm).run(until_idle=True)  # the lease is over: taken again
@@ -324,3 +324,21 @@ async def test_meta_hears_the_stages_of_leads_from_its_forms_only(uow_factory: U
     async with factory() as uow:
         assert await queue_first_sync(uow, META) == 1
         await uow.commit()
+
+
+async def test_one_sender_per_integration_across_instances(uow_factory: UnitOfWorkFactory, team: Team) -> None:
+    """Two instances' workers: the remote rate limit is the account's, so only one sends at a time;
+    when that one dies (its turn is not renewed), the other takes over."""
+    factory = factory_with(uow_factory, AMOCRM)
+    await new_lead(factory, team, "+998901111111")
+    first, second = MemoryCrm(), MemoryCrm()
+    one = worker(factory, first, turn=timedelta(seconds=1))
+    other = worker(factory, second, turn=timedelta(seconds=1))
+    assert await one.round()
+    await new_lead(factory, team, "+998902222222")
+    assert not await other.round()  # the first one's turn lasts
+    assert second.calls == 0
+    await asyncio.sleep(1.1)  # the first instance is gone: its turn lapses
+    assert await other.round()
+    assert (first.calls, second.calls) == (1, 1)
+    assert not await one.round()  # and now the second one holds it

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import IntegrationJob, IntegrationLink, IntegrationState, utcnow
@@ -256,10 +256,41 @@ class IntegrationRepository:
 
     # ---- state --------------------------------------------------------------------------------------------
 
-    async def _state(self, integration: str) -> IntegrationState:
+    async def take_turn(self, integration: str, sender_id: str, *, now: datetime, until: datetime) -> bool:
+        """Become (or stay) the one sender of the integration until ``until``; False while another
+        sender's turn lasts. One conditional UPDATE decides between instances."""
+        await self._ensure_state(integration)
+        result = await self.session.execute(
+            update(IntegrationState)
+            .where(
+                IntegrationState.integration == integration,
+                or_(
+                    IntegrationState.sender_id.is_(None),
+                    IntegrationState.sender_id == sender_id,
+                    IntegrationState.sender_until.is_(None),
+                    IntegrationState.sender_until <= now,
+                ),
+            )
+            .values(sender_id=sender_id, sender_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0) == 1
+
+    async def end_turn(self, integration: str, sender_id: str) -> None:
+        await self.session.execute(
+            update(IntegrationState)
+            .where(IntegrationState.integration == integration, IntegrationState.sender_id == sender_id)
+            .values(sender_id=None, sender_until=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def _ensure_state(self, integration: str) -> None:
         await self.session.execute(
             insert_or_skip(self.session, _STATE, [IntegrationState.integration]), {"integration": integration}
         )
+
+    async def _state(self, integration: str) -> IntegrationState:
+        await self._ensure_state(integration)
         state = await self.session.get(IntegrationState, integration, populate_existing=True)
         assert state is not None
         return state

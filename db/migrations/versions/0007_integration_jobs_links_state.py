@@ -59,6 +59,8 @@ def upgrade() -> None:
     op.create_table(
         "integration_state",
         sa.Column("integration", sa.String(length=16), nullable=False),
+        sa.Column("sender_id", sa.String(length=64), nullable=True),
+        sa.Column("sender_until", sa.DateTime(), nullable=True),
         sa.Column("last_success_at", sa.DateTime(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("last_error_at", sa.DateTime(), nullable=True),
