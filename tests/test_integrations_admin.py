@@ -1,5 +1,5 @@
 """/integrations (admins): each configured CRM integration's queue, links, last outcome and failures, with
-"Retry failed" per integration."""
+"Retry failed" per integration; the remote ids on the lead's card and in the API's lead detail."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from aiogram.fsm.storage.memory import MemoryStorage
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from db.integrations import AMOCRM, BITRIX24
 from db.models import IntegrationJob
 from db.uow import UnitOfWorkFactory
 from keyboards.callbacks import IntegrationCode, IntegrationsAction, IntegrationsCB
+from tests.api_support import bearer, create_lead
 from tests.conftest import ADMIN_TG, Harness, Team
 from tests.fakes import RecordingSession, make_bot
 from tests.test_lead_card import make_lead
@@ -191,3 +193,50 @@ async def test_admins_find_the_command_in_their_list(harness: Harness, team: Tea
     assert [role for role in Role if "integrations" in command_names(role)] == [Role.ADMIN]
     await harness.send(team.admin, "/help")
     assert "/integrations — Интеграции с CRM" in harness.last_text(team.admin.chat_id)
+
+
+# ---- the remote ids on the card and in the API ---------------------------------------------------------------
+
+
+async def _link(factory: UnitOfWorkFactory, integration: str, lead_id: int, remote_id: str) -> None:
+    async with factory() as uow:
+        assert await uow.integrations.link(integration, lead_id, remote_id)
+        await uow.commit()
+
+
+async def test_the_card_shows_the_linked_remote_ids(harness: Harness, team: Team) -> None:
+    factory = harness.uow_factory
+    both = await make_lead(harness, team, assigned=team.seller, phone="+998901110001")
+    bitrix_only = await make_lead(harness, team, assigned=team.seller, phone="+998901110002")
+    neither = await make_lead(harness, team, assigned=team.seller, phone="+998901110003")
+    await _link(factory, AMOCRM, both, "30000001")
+    await _link(factory, BITRIX24, both, "77")
+    await _link(factory, BITRIX24, bitrix_only, "<78>")
+
+    await harness.send(team.seller, f"/lead {both}")
+    lines = harness.last_text(team.seller.chat_id).split("\n")
+    assert "amoCRM: #30000001 · Bitrix24: #77" in lines
+    await harness.send(team.seller, f"/lead {bitrix_only}")
+    text = harness.last_text(team.seller.chat_id)
+    assert "Bitrix24: #&lt;78&gt;" in text.split("\n") and "amoCRM" not in text
+    await harness.send(team.seller, f"/lead {neither}")
+    text = harness.last_text(team.seller.chat_id)
+    assert "amoCRM" not in text and "Bitrix24" not in text
+    async with factory(read_only=True) as uow:
+        card = await uow.leads.card(team.seller.user, both)
+    assert card.links == {AMOCRM: "30000001", BITRIX24: "77"}
+
+
+async def test_the_api_lead_detail_carries_the_remote_ids(
+    client: httpx.AsyncClient, tokens: dict[str, str], uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    lead_id = (await create_lead(client, tokens["admin"]))["id"]
+    detail = (await client.get(f"/api/leads/{lead_id}", headers=bearer(tokens["admin"]))).json()
+    assert detail["integrations"] == {}
+
+    await _link(uow_factory, BITRIX24, lead_id, "77")
+    await _link(uow_factory, AMOCRM, lead_id, "30000001")
+    detail = (await client.get(f"/api/leads/{lead_id}", headers=bearer(tokens["admin"]))).json()
+    assert detail["integrations"] == {"amocrm": "30000001", "bitrix24": "77"}
+    patched = await client.patch(f"/api/leads/{lead_id}", json={"notes": "x"}, headers=bearer(tokens["admin"]))
+    assert patched.json()["integrations"] == {"amocrm": "30000001", "bitrix24": "77"}

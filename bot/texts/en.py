@@ -134,6 +134,7 @@ TEXTS: dict[str, str] = {
     "card.refusal_reason": "Refusal reason: {value}",
     "card.notes": "Notes: {value}",
     "card.meta": "Meta: form «{form}», ad «{ad}», lead {leadgen}",
+    "card.link": "{name}: #{remote_id}",
     "card.comments": "<b>Comments</b> (latest {shown} of {total}):",
     "card.followups": "<b>Follow-ups</b> ({total} open):",
     "card.followup": "⏰ {due} — {text}",

@@ -136,6 +136,7 @@ TEXTS: dict[str, str] = {
     "card.refusal_reason": "Причина отказа: {value}",
     "card.notes": "Заметки: {value}",
     "card.meta": "Meta: форма «{form}», объявление «{ad}», lead {leadgen}",
+    "card.link": "{name}: #{remote_id}",
     "card.comments": "<b>Комментарии</b> (последние {shown} из {total}):",
     "card.followups": "<b>Задачи</b> (открытых: {total}):",
     "card.followup": "⏰ {due} — {text}",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import IntegrationJob, IntegrationLink, IntegrationState, utcnow
@@ -31,6 +31,12 @@ UNFINISHED = (PENDING, SENDING)
 _JOBS = cast(Table, IntegrationJob.__table__)
 _LINKS = cast(Table, IntegrationLink.__table__)
 _STATE = cast(Table, IntegrationState.__table__)
+
+
+# A lead's links; the names are listed so that it seeks the (integration, lead_id) index, not every link.
+LINKS_OF_LEAD = select(IntegrationLink.integration, IntegrationLink.remote_id).where(
+    IntegrationLink.integration.in_(CRM_INTEGRATIONS), IntegrationLink.lead_id == bindparam("lead_id")
+)
 
 
 @dataclass(slots=True, frozen=True)
@@ -263,10 +269,10 @@ class IntegrationRepository:
         )
 
     async def links_of_lead(self, lead_id: int) -> dict[str, str]:
-        rows = await self.session.execute(
-            select(IntegrationLink.integration, IntegrationLink.remote_id).where(IntegrationLink.lead_id == lead_id)
-        )
-        return {str(name): str(remote_id) for name, remote_id in rows.all()}
+        """The lead's remote ids by integration, the linked ones only (the API's lead detail)."""
+        rows = await self.session.execute(LINKS_OF_LEAD, {"lead_id": lead_id})
+        linked = {str(name): str(remote_id) for name, remote_id in rows.all()}
+        return {name: linked[name] for name in CRM_INTEGRATIONS if name in linked}
 
     # ---- state --------------------------------------------------------------------------------------------
 
