@@ -244,15 +244,23 @@ class LeadDetailOut(LeadOut):
     comments: list[CommentRow]
     history: list[HistoryRow]
     meta: MetaOut | None = Field(description="Addition: the Meta lead ad the lead came from, or null")
+    integrations: dict[str, str] = Field(
+        description="Addition: the lead's id in each remote CRM it is linked to (`amocrm`, `bitrix24`); "
+        "the linked ones only, `{}` when none",
+        examples=[{"amocrm": "30000001", "bitrix24": "77"}],
+    )
 
     @classmethod
-    def of_detail(cls, detail: LeadDetail, meta: MetaOriginRow | None = None) -> LeadDetailOut:
+    def of_detail(
+        cls, detail: LeadDetail, meta: MetaOriginRow | None = None, links: dict[str, str] | None = None
+    ) -> LeadDetailOut:
         return cls(
             **_lead_fields(detail.lead),
             **_lead_extra(detail.lead),
             comments=[_comment_row(c) for c in detail.comments],
             history=[_history_row(h) for h in detail.history],
             meta=MetaOut.of(meta),
+            integrations=dict(links or {}),
         )
 
 

@@ -1,4 +1,5 @@
-"""``leadbot`` command line: ``run`` (the bot), ``doctor``, and the subcommands features add (``api``, ``token``).
+"""``leadbot`` command line: ``run`` (the bot), ``doctor``, ``sync`` (a CRM integration's first sync), and
+the subcommands features add (``api``, ``token``).
 
 It answers at once: this module imports only the standard library, and each command imports what it
 uses when it runs (aiogram alone takes seconds to import), so ``--help`` and a mistake in the config
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 Command = Callable[["Settings", argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[str, Command, Callable[[argparse.ArgumentParser], None] | None]] = {}
 # Commands that print a result and stop: they log warnings only (the services log what they do).
-_ONE_SHOT = frozenset({"doctor", "token", "copy-db"})
+_ONE_SHOT = frozenset({"doctor", "token", "copy-db", "sync"})
 
 
 class CommandError(Exception):
@@ -112,6 +113,70 @@ def doctor_command(settings: Settings, _args: argparse.Namespace) -> int:
     from bot.doctor import run_checks
 
     return asyncio.run(run_checks(settings, out=sys.stdout))
+
+
+def _sync_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("integration", choices=["amocrm", "bitrix24", "meta"], help="the integration to sync")
+
+
+@command(
+    "sync",
+    "the first sync of a CRM integration: queue every lead not sent there yet, then send them (Ctrl-C stops; "
+    "run again to go on)",
+    _sync_arguments,
+)
+def sync_command(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.doctor import missing_sqlite_folder
+
+    name: str = args.integration
+    if name not in settings.integrations:
+        raise CommandError(f"error: {name} is not configured: set up its [{name}] section (docs/integrations.md)", 2)
+    folder = missing_sqlite_folder(settings.database.url)
+    if folder is not None:
+        raise CommandError(folder, 2)
+    return asyncio.run(sync_integration(settings, name))
+
+
+async def sync_integration(settings: Settings, name: str, *, every: float = 5.0) -> int:
+    """``leadbot sync``: the first Ctrl-C lets the batch on its way finish, a second one stops at once."""
+    import asyncio
+    import signal
+
+    from bot.integrations import first_sync
+    from bot.units import create_uow_factory
+    from db.engine import open_database
+    from db.migrate import upgrade
+
+    database = open_database(settings.database.url, echo=settings.database.echo)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    task = asyncio.current_task()
+
+    def interrupt() -> None:
+        if stop.is_set() and task is not None:
+            task.cancel()
+            return
+        print(f"{name}: stopping after the batch on its way (Ctrl-C again to stop at once)", file=sys.stderr)
+        stop.set()
+
+    with_signals = True
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+    except (NotImplementedError, RuntimeError):  # not on this platform, or not the main thread
+        with_signals = False
+    try:
+        await upgrade(database.write_engine)
+        report = await first_sync(settings, create_uow_factory(settings, database), name, every=every, stop=stop)
+        return report.exit_code
+    except asyncio.CancelledError:
+        print(f"{name}: stopped at once; jobs being sent are taken again after their lease", file=sys.stderr)
+        return 130
+    finally:
+        if with_signals:
+            loop.remove_signal_handler(signal.SIGINT)
+        await database.dispose()
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:

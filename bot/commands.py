@@ -16,6 +16,7 @@ _BY_ROLE: dict[Role, list[str]] = {
         *["start", "new", "import", "leads", "lead", "find", "assign", "tasks", "users", "invite", "outbox", "token"],
         *_REPORTS,
         "sheets",
+        "integrations",
     ],
     Role.ROP: [
         *["start", "new", "import", "leads", "lead", "find", "assign", "tasks", "users", "invite", "token"],

@@ -17,10 +17,9 @@ from aiogram.fsm.storage.memory import MemoryStorage, SimpleEventIsolation
 from bot.config import Settings
 from bot.middlewares import CommandLeavesConversationMiddleware, DatabaseMiddleware, WriteUnitMiddleware
 from bot.sheets import create_exporter
+from bot.units import create_uow_factory
 from db.engine import Database
-from db.integrations import EventSinks, IntegrationRules
-from db.notifications import NotificationRules
-from db.uow import EventSink, UnitOfWorkFactory
+from db.uow import EventSink
 from handlers import get_routers
 
 
@@ -36,19 +35,6 @@ def create_bot(settings: Settings, *, session: BaseSession | None = None, token:
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
-
-
-def create_uow_factory(settings: Settings, database: Database, *, sink: EventSink | None = None) -> UnitOfWorkFactory:
-    """The one way every interface (bot, API, jobs) gets units of work, so all emit the same events.
-
-    ``sink`` defaults to the core's notification rules (``db.notifications.NotificationRules``), which
-    queue facts in the outbox (``bot.presentation`` words them when the delivery worker sends them),
-    then the integration rules (``db.integrations.IntegrationRules``), which queue each change for the
-    remote CRMs configured.
-    """
-    if sink is None:
-        sink = EventSinks(NotificationRules(settings), IntegrationRules(settings.integrations))
-    return UnitOfWorkFactory(database, settings, sink)
 
 
 def create_storage(settings: Settings) -> BaseStorage:

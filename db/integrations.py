@@ -4,25 +4,50 @@ and what comes back from them (``apply_remote_status``).
 Every configured integration gets a job per change of a lead, keyed by what made it (the history row,
 the comment), so the same change is never queued twice. A change that came *from* an integration (the
 unit of work's ``origin``) is not queued back to it: a status moved in amoCRM moves ours and stops there.
+
+``queue_first_sync`` queues what was there before an integration was (``leadbot sync``); ``overviews`` and
+``retry_failed`` are the admins' view of the queues (/integrations).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from db import permissions
 from db.enums import LeadStatus
-from db.errors import InvalidTransition
+from db.errors import Forbidden, InvalidTransition
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged, LeadUpdated
 from db.models import IntegrationJob, IntegrationLink, Lead, MetaLeadgen, utcnow
-from db.repositories.integrations import JobRow
+from db.permissions import Actor
+from db.repositories.integrations import (
+    AMOCRM,
+    BITRIX24,
+    CRM_INTEGRATIONS,
+    INTEGRATIONS,
+    META,
+    IntegrationOverview,
+    JobRow,
+)
 from db.uow import EventSink, UnitOfWork
 
-AMOCRM, BITRIX24, META = "amocrm", "bitrix24", "meta"
-CRM_INTEGRATIONS = (AMOCRM, BITRIX24)  # the two-way ones: leads, changes and comments
-INTEGRATIONS = (AMOCRM, BITRIX24, META)
+__all__ = [
+    "AMOCRM",
+    "BITRIX24",
+    "CRM_INTEGRATIONS",
+    "INTEGRATIONS",
+    "META",
+    "REMOTE_REFUSAL",
+    "SENT_FIELDS",
+    "EventSinks",
+    "IntegrationRules",
+    "apply_remote_status",
+    "overviews",
+    "queue_first_sync",
+    "retry_failed",
+]
 
 # The fields a remote CRM keeps of ours: a change to another one (the notes of a follow-up) is not sent.
 SENT_FIELDS = frozenset({"client_name", "phone_number", "budget", "source", "notes"})
@@ -158,3 +183,20 @@ async def queue_first_sync(uow: UnitOfWork, integration: str, *, now: datetime |
         raise ValueError(f"unknown integration {integration!r}")
     await uow.integrations.enqueue_many(rows)
     return len(rows)
+
+
+# ---- admins (/integrations) ---------------------------------------------------------------------------------
+
+
+async def overviews(uow: UnitOfWork, actor: Actor, integrations: Iterable[str]) -> list[IntegrationOverview]:
+    """The queue, links and last outcome of each integration named, in that order: for admins."""
+    if not permissions.can_manage_integrations(actor):
+        raise Forbidden("integrations")
+    return [await uow.integrations.overview(name) for name in integrations]
+
+
+async def retry_failed(uow: UnitOfWork, actor: Actor, integration: str, *, now: datetime | None = None) -> int:
+    """Queue every failed job of ``integration`` again, with fresh attempts (admins); how many."""
+    if not permissions.can_manage_integrations(actor):
+        raise Forbidden("integrations")
+    return await uow.integrations.retry_failed(integration, now or utcnow())

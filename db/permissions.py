@@ -112,6 +112,11 @@ def can_manage_outbox(actor: Actor) -> bool:
     return actor.role == Role.ADMIN
 
 
+def can_manage_integrations(actor: Actor) -> bool:
+    """The CRM integrations (/integrations: queues, failures, retry) are for admins."""
+    return actor.role == Role.ADMIN
+
+
 def can_manage_sheets(actor: Actor) -> bool:
     """The Google Sheets export (/sheets: its state, a full resync) is for admins."""
     return actor.role == Role.ADMIN

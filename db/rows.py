@@ -168,7 +168,8 @@ class MetaOriginRow:
 @dataclass(slots=True)
 class LeadCardData:
     """What the card shows: the lead, its latest comments and history (oldest first), open follow-ups
-    (soonest first), each list with its total; ``meta`` when the lead came from a Meta lead ad."""
+    (soonest first), each list with its total; ``meta`` when the lead came from a Meta lead ad; ``links``
+    its remote ids by integration (``amocrm`` → ``"30000001"``), the linked ones only."""
 
     lead: LeadCardRow
     comments: list[CommentRow] = field(default_factory=list)
@@ -178,3 +179,4 @@ class LeadCardData:
     history_total: int = 0
     followups_total: int = 0
     meta: MetaOriginRow | None = None
+    links: dict[str, str] = field(default_factory=dict)

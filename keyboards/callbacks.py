@@ -11,6 +11,7 @@ from pydantic import BeforeValidator
 
 from db.enums import DuePreset, Role, SnoozeUntil, StatusCode
 from db.ids import parse_index, parse_row_id
+from db.repositories.integrations import AMOCRM, BITRIX24, META
 
 CALLBACK_DATA_LIMIT = 64
 
@@ -220,6 +221,26 @@ class OutboxCB(CallbackData, prefix="ob"):
     """/outbox buttons (admins): redraw the overview, re-queue every failed notification."""
 
     action: OutboxAction
+
+
+class IntegrationCode(StrEnum):
+    """An integration as a button names it: one of the known names, never free text."""
+
+    AMOCRM = AMOCRM
+    BITRIX24 = BITRIX24
+    META = META
+
+
+class IntegrationsAction(StrEnum):
+    REFRESH = "r"
+    RETRY_FAILED = "f"  # of ``integration``
+
+
+class IntegrationsCB(CallbackData, prefix="ig"):
+    """/integrations buttons (admins): redraw the view, re-queue one integration's failed jobs."""
+
+    action: IntegrationsAction
+    integration: IntegrationCode | None = None
 
 
 # ---- leads list ----

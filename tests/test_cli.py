@@ -309,8 +309,8 @@ print("imported: " + ",".join(heavy), file=sys.stderr)
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["token", "issue", "424242"], ["run"], ["doctor"]],
-    ids=["help", "token-issue", "run-without-token", "doctor"],
+    [["--help"], ["token", "issue", "424242"], ["run"], ["doctor"], ["sync", "amocrm"]],
+    ids=["help", "token-issue", "run-without-token", "doctor", "sync-not-configured"],
 )
 def test_quick_commands_do_not_import_aiogram(tmp_path: Path, args: list[str]) -> None:
     env = environment(LEADBOT_BOT__API_SERVER=f"http://127.0.0.1:{free_port()}", LEADBOT_API__PORT=str(free_port()))

@@ -274,7 +274,38 @@ async def test_card_queries_only_seek_the_leads_rows(
     assert not any("TEMP B-TREE" in step for step in details), shown
     # The lead's own rows, found by its id: not a walk over every open follow-up, comment or history row.
     # The Meta origin (the lead query's outer join): the first delivery naming the lead, by its lead index.
+    # The remote ids (the lead query's subqueries): one seek each on the (integration, lead_id) index.
     lower_half = [
-        step for step in details if step.split(" ")[1] in ("comments", "lead_history", "followups", "meta_first")
+        step
+        for step in details
+        if step.split(" ")[1] in ("comments", "lead_history", "followups", "meta_first", "integration_links")
     ]
     assert all("lead_id=?" in step for step in lower_half), shown
+    if name == "lead":
+        links = [step for step in details if step.split(" ")[1] == "integration_links"]
+        assert len(links) == 2 and all("(integration=? AND lead_id=?)" in step for step in links), shown
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["plain", "analyzed"])
+async def test_a_leads_remote_ids_are_read_by_the_link_index(
+    plan_db: PlanDb, analyzed_db: PlanDb, analyzed: bool
+) -> None:
+    """The API's lead detail reads the lead's links (``links_of_lead``) by seeks on the (integration,
+    lead_id) index, not by walking every link."""
+    db = analyzed_db if analyzed else plan_db
+    database = open_database(db.url)
+    uow_factory = UnitOfWorkFactory(database, Settings.model_validate({"database": {"url": db.url}}))
+    try:
+        async with uow_factory(read_only=True) as uow:
+            with _capture(database) as seen:
+                assert await uow.integrations.links_of_lead(1) == {}
+            [(sql, params)] = [(sql, params) for sql, params in seen if sql.lstrip().upper().startswith("SELECT")]
+            connection = await uow.session.connection()
+            result = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+            details = [str(row[3]) for row in result.all()]
+    finally:
+        await database.dispose()
+    shown = f"\n{sql}\nplan: {details}"
+    assert details and all(
+        step.startswith("SEARCH integration_links USING") and "integration=? AND lead_id=?" in step for step in details
+    ), shown

@@ -77,7 +77,9 @@ async def list_leads(
 
 async def _detail(uow: UowDep, actor: CurrentUser, lead_id: int) -> LeadDetailOut:
     detail = await uow.leads.get_detail(actor, lead_id, comments=0, history=0)
-    return LeadDetailOut.of_detail(detail, await uow.meta.origin(lead_id))
+    return LeadDetailOut.of_detail(
+        detail, await uow.meta.origin(lead_id), await uow.integrations.links_of_lead(lead_id)
+    )
 
 
 @router.get(

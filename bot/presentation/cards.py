@@ -131,6 +131,14 @@ def meta_line(meta: MetaOriginRow, texts: Texts) -> str:
     )
 
 
+def links_line(links: dict[str, str], texts: Texts) -> str:
+    """The lead's ids in the remote CRMs it is linked to: ``amoCRM: #30000001 · Bitrix24: #77``."""
+    return " · ".join(
+        texts.t("card.link", name=texts.t(f"integration.{name}"), remote_id=esc(remote_id))
+        for name, remote_id in links.items()
+    )
+
+
 def followup_lines(followups: Sequence[FollowUpRow], total: int, texts: Texts, tz: ZoneInfo) -> list[str]:
     """The card's open follow-ups, soonest first; an overdue one is marked."""
     if not followups:
@@ -154,6 +162,8 @@ def render_card(detail: LeadCardData, texts: Texts, crm: CrmSection, *, notice: 
     head += card_fields(detail.lead, texts, crm)
     if detail.meta is not None:
         head.append(meta_line(detail.meta, texts))
+    if detail.links:
+        head.append(links_line(detail.links, texts))
     if detail.followups:
         head += ["", *followup_lines(detail.followups, detail.followups_total, texts, tz)]
     comments = list(detail.comments)

@@ -13,11 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import IntegrationJob, IntegrationLink, IntegrationState, utcnow
 from db.sql import insert_or_skip
+
+# The integrations by name (the ``integration`` column); ``db.integrations`` says what each one gets.
+AMOCRM, BITRIX24, META = "amocrm", "bitrix24", "meta"
+CRM_INTEGRATIONS = (AMOCRM, BITRIX24)  # the two-way ones: leads, changes and comments; their leads are linked
+INTEGRATIONS = (AMOCRM, BITRIX24, META)
 
 ERROR_LIMIT = 1000
 PENDING, SENDING, DONE, FAILED = "pending", "sending", "done", "failed"
@@ -26,6 +31,12 @@ UNFINISHED = (PENDING, SENDING)
 _JOBS = cast(Table, IntegrationJob.__table__)
 _LINKS = cast(Table, IntegrationLink.__table__)
 _STATE = cast(Table, IntegrationState.__table__)
+
+
+# A lead's links; the names are listed so that it seeks the (integration, lead_id) index, not every link.
+LINKS_OF_LEAD = select(IntegrationLink.integration, IntegrationLink.remote_id).where(
+    IntegrationLink.integration.in_(CRM_INTEGRATIONS), IntegrationLink.lead_id == bindparam("lead_id")
+)
 
 
 @dataclass(slots=True, frozen=True)
@@ -179,7 +190,8 @@ class IntegrationRepository:
 
     # ---- admins -------------------------------------------------------------------------------------------
 
-    async def overview(self, integration: str, *, failed: int = 5) -> IntegrationOverview:
+    async def counts(self, integration: str) -> dict[str, int]:
+        """The integration's jobs by status (``pending``, ``sending``, ``done``, ``failed``)."""
         counts = {status: 0 for status in (PENDING, SENDING, DONE, FAILED)}
         for status, count in (
             await self.session.execute(
@@ -189,6 +201,17 @@ class IntegrationRepository:
             )
         ).all():
             counts[str(status)] = int(count)
+        return counts
+
+    async def linked(self, integration: str) -> int:
+        """How many of our leads are linked to one there."""
+        linked = await self.session.scalar(
+            select(func.count()).select_from(IntegrationLink).where(IntegrationLink.integration == integration)
+        )
+        return int(linked or 0)
+
+    async def overview(self, integration: str, *, failed: int = 5) -> IntegrationOverview:
+        counts = await self.counts(integration)
         failed_jobs = await self.session.scalars(
             select(IntegrationJob)
             .where(IntegrationJob.integration == integration, IntegrationJob.status == FAILED)
@@ -196,9 +219,6 @@ class IntegrationRepository:
             .limit(failed)
         )
         state = await self.session.get(IntegrationState, integration)
-        linked = await self.session.scalar(
-            select(func.count()).select_from(IntegrationLink).where(IntegrationLink.integration == integration)
-        )
         return IntegrationOverview(
             integration=integration,
             counts=counts,
@@ -206,7 +226,7 @@ class IntegrationRepository:
             last_success_at=state.last_success_at if state else None,
             last_error=state.last_error if state else None,
             last_error_at=state.last_error_at if state else None,
-            linked=int(linked or 0),
+            linked=await self.linked(integration),
         )
 
     async def retry_failed(self, integration: str, now: datetime) -> int:
@@ -249,10 +269,10 @@ class IntegrationRepository:
         )
 
     async def links_of_lead(self, lead_id: int) -> dict[str, str]:
-        rows = await self.session.execute(
-            select(IntegrationLink.integration, IntegrationLink.remote_id).where(IntegrationLink.lead_id == lead_id)
-        )
-        return {str(name): str(remote_id) for name, remote_id in rows.all()}
+        """The lead's remote ids by integration, the linked ones only (the API's lead detail)."""
+        rows = await self.session.execute(LINKS_OF_LEAD, {"lead_id": lead_id})
+        linked = {str(name): str(remote_id) for name, remote_id in rows.all()}
+        return {name: linked[name] for name in CRM_INTEGRATIONS if name in linked}
 
     # ---- state --------------------------------------------------------------------------------------------
 

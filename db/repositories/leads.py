@@ -17,8 +17,9 @@ from db.assignment import AutoAssigner
 from db.enums import FORWARD_MOVES, REOPEN_MOVES, HistoryAction, LeadField, LeadStatus, Role
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
 from db.events import CommentAdded, DomainEvent, LeadCreated, LeadReassigned, LeadStatusChanged, LeadUpdated
-from db.models import Comment, FollowUp, Lead, LeadHistory, MetaLeadgen, User, person_name, utcnow
+from db.models import Comment, FollowUp, IntegrationLink, Lead, LeadHistory, MetaLeadgen, User, person_name, utcnow
 from db.permissions import Actor
+from db.repositories.integrations import CRM_INTEGRATIONS
 from db.repositories.meta import ORIGIN_COLUMNS, origin_id, origin_row
 from db.rows import CommentRow, FollowUpRow, HistoryRow, LeadCardData, LeadCardRow, PersonRow
 from db.settings import CrmSection
@@ -129,7 +130,8 @@ _AUTHOR = aliased(User, name="author")
 
 # The card as plain rows: the lead with its two people and how many comments, history rows and open
 # follow-ups it has (each count a seek on its lead index), its Meta lead-ads origin if any (outer-joined:
-# the row ``origin_id`` picks), then the latest of each list, read only when there are any.
+# the row ``origin_id`` picks), its remote id in each CRM integration (a seek on the (integration, lead_id)
+# index each), then the latest of each list, read only when there are any.
 _COMMENTS_TOTAL = select(func.count()).select_from(Comment).where(Comment.lead_id == Lead.id).scalar_subquery()
 _HISTORY_TOTAL = select(func.count()).select_from(LeadHistory).where(LeadHistory.lead_id == Lead.id).scalar_subquery()
 _FOLLOWUPS_TOTAL = (
@@ -138,6 +140,12 @@ _FOLLOWUPS_TOTAL = (
     .where(FollowUp.lead_id == Lead.id, FollowUp.done_at.is_(None))
     .scalar_subquery()
 )
+_REMOTE_IDS = [
+    select(IntegrationLink.remote_id)
+    .where(IntegrationLink.integration == name, IntegrationLink.lead_id == Lead.id)
+    .scalar_subquery()
+    for name in CRM_INTEGRATIONS
+]
 _CARD_LEAD: Select[*tuple[Any, ...]] = (
     select(
         Lead.id,
@@ -160,6 +168,7 @@ _CARD_LEAD: Select[*tuple[Any, ...]] = (
         _CREATOR.last_name,
         _CREATOR.username,
         *ORIGIN_COLUMNS,
+        *_REMOTE_IDS,
         _COMMENTS_TOTAL,
         _HISTORY_TOTAL,
         _FOLLOWUPS_TOTAL,
@@ -342,14 +351,20 @@ class LeadRepository:
         row = (await execute(_CARD_LEAD, {"lead_id": lead_id})).first()
         if row is None:
             raise NotFound("lead", lead_id)
-        origin = len(ORIGIN_COLUMNS) + 3
+        links = len(CRM_INTEGRATIONS) + 3
+        origin = len(ORIGIN_COLUMNS) + links
         comments_total, history_total, followups_total = row[-3:]
         data = LeadCardData(
             lead=LeadCardRow.of(row[:-origin]),
             comments_total=comments_total,
             history_total=history_total,
             followups_total=followups_total,
-            meta=origin_row(row[-origin:-3]),
+            meta=origin_row(row[-origin:-links]),
+            links={
+                name: str(remote_id)
+                for name, remote_id in zip(CRM_INTEGRATIONS, row[-links:-3], strict=True)
+                if remote_id is not None
+            },
         )
         if not permissions.can_view(actor, data.lead):
             raise Forbidden("view", "this lead is assigned to someone else")
