@@ -50,7 +50,7 @@ def render(texts: Texts, overview: OutboxOverview, settings: Settings) -> tuple[
                     kind=esc(row.kind),
                     recipient=recipient,
                     attempts=row.attempts,
-                    error=esc(cut(row.last_error or "—", ERROR_PREVIEW)),
+                    error=cut(esc(row.last_error or "—"), ERROR_PREVIEW),
                 )
             )
     else:

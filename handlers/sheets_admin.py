@@ -36,7 +36,7 @@ def render(texts: Texts, exporter: SheetsExporter, settings: Settings) -> str:
                 "sheets.error",
                 at=format_dt(state.last_error_at, tz),
                 failures=state.failures,
-                error=esc(cut(state.last_error, ERROR_PREVIEW)),
+                error=cut(esc(state.last_error), ERROR_PREVIEW),
             )
         )
     else:

@@ -461,6 +461,19 @@ async def test_outbox_shows_counts_and_failures_and_retries_them(
     assert {row.status for row in result} == {OutboxStatus.SENT}
 
 
+async def test_outbox_shows_an_error_with_markup_whole_and_escaped(
+    harness: Harness, team: Team, session: CountingSession, clock: VirtualClock, settings: Settings
+) -> None:
+    factory = harness.uow_factory
+    await enqueue(factory, [(team.seller.chat_id, "one")], users={team.seller.chat_id: team.seller.id})
+    message = "Bad Request: can't parse entities & <b> at byte 7: " + "x" * 500  # longer than the preview
+    session.fail_next(SendMessage, TelegramBadRequest(method=SendMessage(chat_id=1, text="x"), message=message))
+    await worker_for(session, factory, clock, settings).run(until_idle=True)
+    await harness.send(team.admin, "/outbox")
+    # Escaped first, then shortened: an "&" in the error no longer cuts off what follows it.
+    assert "&amp; &lt;b&gt; at byte 7: xxx" in harness.last_text(team.admin.chat_id)
+
+
 @pytest.mark.parametrize("role", ["rop", "mop", "seller", "finance"])
 async def test_outbox_is_for_admins_only(harness: Harness, team: Team, role: str) -> None:
     member = getattr(team, role)
