@@ -83,7 +83,9 @@ class IntegrationRules:
             elif isinstance(event, LeadStatusChanged | LeadReassigned | LeadUpdated):
                 if isinstance(event, LeadUpdated) and not SENT_FIELDS.intersection(event.fields):
                     continue  # nothing the remote side keeps
-                rows += [JobRow(name, event.lead_id, "update", f"{name}:h{event.history_id}") for name in crms]
+                # A status change says so: a pull behind which it waits must not undo it (``worker``).
+                facts = {"status": event.new.value} if isinstance(event, LeadStatusChanged) else {}
+                rows += [JobRow(name, event.lead_id, "update", f"{name}:h{event.history_id}", facts) for name in crms]
             elif isinstance(event, CommentAdded):
                 rows += [
                     JobRow(

@@ -4,7 +4,8 @@ One round: claim the due heads (the oldest unfinished job of each lead) in a sho
 leads as they are now in a read unit; hand the batch to the adapter with no transaction open (it waits on
 the remote side, inside its rate limit); record each outcome in a second short write unit: done (and the
 link a create made), retried with backoff, or failed after ``max_attempts`` or a refusal. A ``pull``'s
-answer moves our lead in that same unit, as the integration (``db.integrations.apply_remote_status``).
+answer moves our lead in that same unit, as the integration (``db.integrations.apply_remote_status``),
+unless a status changed here since is queued behind the pull (ours is newer: it goes there next).
 
 A claim is a lease: a worker killed mid-send leaves its jobs ``sending`` until the lease ends, then any
 worker takes them again with the attempt counted, and the adapter checks before it creates twice.
@@ -223,7 +224,11 @@ class SyncWorker:
     async def _done(self, uow: UnitOfWork, lead_id: int, outcome: Outcome, now: datetime) -> None:
         if outcome.remote_id is not None:
             await uow.integrations.link(self.name, lead_id, outcome.remote_id)
-        if outcome.remote_status is not None:
+        if outcome.remote_status is not None and not await uow.integrations.status_queued_after(
+            self.name, lead_id, outcome.job_id
+        ):
+            # (A status changed here after the remote side told us is newer, and on its way there: applying
+            # what was read there, often the echo of an earlier change of ours, would undo it here and there.)
             events = len(uow.events)
             try:
                 async with uow.session.begin_nested():

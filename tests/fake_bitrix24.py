@@ -12,10 +12,10 @@ keeps Bitrix24's documented limits, so a test that breaks one fails here as it w
 - the fields' shape is checked more strictly than Bitrix24 does (it ignores unknown fields; here they are
   a 400), so a typo in the adapter cannot pass unseen.
 
-State: ``leads`` (by id), ``comments``, ``requests`` (every HTTP request: method and body) and
-``commands`` (every method run, a batch's commands included). ``fail_next``, ``outage`` and
-``lose_next_answers`` make it misbehave; ``move`` changes a lead there and returns the ONCRMLEADUPDATE
-event it would post.
+State: ``leads`` (by id), ``comments``, ``requests`` (every HTTP request: method and body; ``arrivals``
+its ``time.monotonic()`` on arrival) and ``commands`` (every method run, a batch's commands included).
+``fail_next``, ``outage`` and ``lose_next_answers`` make it misbehave; ``move`` changes a lead there and
+returns the ONCRMLEADUPDATE event it would post.
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ class FakeBitrix24:
         self.leads: dict[int, dict[str, Any]] = {}
         self.comments: list[dict[str, Any]] = []
         self.requests: list[tuple[str, Any]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request in ``requests``
         self.commands: list[tuple[str, dict[str, Any]]] = []
         self.limit_errors = 0
         self.delay = 0.0  # seconds before every answer
@@ -230,6 +231,7 @@ class FakeBitrix24:
         except ValueError:
             body = None
         self.requests.append((method, body))
+        self.arrivals.append(time.monotonic())
         if self.delay:
             await asyncio.sleep(self.delay)
         if time.monotonic() < self._outage_until:

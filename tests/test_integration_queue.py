@@ -265,6 +265,41 @@ async def test_a_status_moved_there_moves_ours_tells_the_salesperson_and_is_not_
         assert not await apply_remote_status(uow, lead_id, LeadStatus.CLOSED, origin=AMOCRM)
 
 
+async def test_a_pull_does_not_undo_a_status_changed_here_after_it_was_queued(
+    uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    factory = factory_with(uow_factory, AMOCRM)
+    echoed = await new_lead(factory, team, "+998901111111", "Эхо")
+    moved = await new_lead(factory, team, "+998902222222", "Сдвинут")
+    async with factory() as uow:
+        for lead_id in (echoed, moved):
+            await uow.leads.change_status(team.seller.user, lead_id, LeadStatus.IN_WORK)
+        await uow.commit()
+    crm = MemoryCrm()
+    await worker(factory, crm).run(until_idle=True)
+    # The CRM tells of both leads: one only echoes our own move (в работе), the other was closed there.
+    crm.status_there |= {"r1": LeadStatus.IN_WORK, "r2": LeadStatus.CLOSED}
+    async with factory() as uow:
+        await uow.integrations.enqueue_many(
+            [JobRow(AMOCRM, echoed, "pull", "pull-echo"), JobRow(AMOCRM, moved, "pull", "pull-moved")]
+        )
+        await uow.commit()
+    # Before the pulls are made, the first is closed here; the second only gets a budget.
+    async with factory() as uow:
+        await uow.leads.change_status(team.seller.user, echoed, LeadStatus.CLOSED)
+        await uow.leads.update(team.seller.user, moved, LeadChanges(budget=5000))
+        await uow.commit()
+    await worker(factory, crm).run(until_idle=True)
+    async with factory(read_only=True) as uow:
+        rows = await uow.session.scalars(select(Lead).where(Lead.id.in_([echoed, moved])))
+        statuses = {lead.id: lead.status for lead in rows.all()}
+    # The close made here is newer than the echo: it stays, and goes there. The budget does not hold the
+    # move made there back: it comes here, and the update then sends it along.
+    assert statuses == {echoed: LeadStatus.CLOSED, moved: LeadStatus.CLOSED}
+    assert crm.leads["r1"]["status"] == crm.leads["r2"]["status"] == LeadStatus.CLOSED
+    assert {job.status for job in await jobs(factory)} == {"done"}
+
+
 async def test_a_move_our_rules_refuse_is_recorded_not_retried(uow_factory: UnitOfWorkFactory, team: Team) -> None:
     factory = factory_with(uow_factory, AMOCRM)
     lead_id = await new_lead(factory, team)

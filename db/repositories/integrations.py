@@ -171,6 +171,20 @@ class IntegrationRepository:
             .execution_options(synchronize_session=False)
         )
 
+    async def status_queued_after(self, integration: str, lead_id: int, job_id: int) -> bool:
+        """Whether a status change of the lead, queued for the integration after job ``job_id``, is still
+        to be sent (its update job carries ``{"status": …}``)."""
+        payloads = await self.session.scalars(
+            select(IntegrationJob.payload).where(
+                IntegrationJob.integration == integration,
+                IntegrationJob.lead_id == lead_id,
+                IntegrationJob.kind == "update",
+                IntegrationJob.status.in_(UNFINISHED),
+                IntegrationJob.id > job_id,
+            )
+        )
+        return any("status" in payload for payload in payloads.all())
+
     async def next_due_at(self, integration: str) -> datetime | None:
         return await self.session.scalar(
             select(func.min(IntegrationJob.next_attempt_at)).where(
