@@ -162,10 +162,9 @@ class AmoSide:
         return await client.post(URL_AMO, params={"secret": secret}, content=body, headers=FORM)
 
     async def post_rightly(self, client: httpx.AsyncClient, body: str) -> list[httpx.Response]:
-        """Each way amo may carry the secret: the query, the URL's last segment, a header."""
+        """Each way amo may carry the secret: the query, a header (never the path: the access log writes it)."""
         return [
             await self.post(client, body),
-            await client.post(f"{URL_AMO}/{AMO_SECRET}", content=body, headers=FORM),
             await client.post(URL_AMO, content=body, headers=FORM | {"X-Webhook-Secret": AMO_SECRET}),
         ]
 
@@ -174,7 +173,6 @@ class AmoSide:
         wrong = AMO_SECRET[:-1] + "X"
         return [
             await self.post(client, body, secret=wrong),
-            await client.post(f"{URL_AMO}/{wrong}", content=body, headers=FORM),
             await client.post(URL_AMO, content=body, headers=FORM | {"X-Webhook-Secret": wrong}),
             await client.post(URL_AMO, content=body, headers=FORM),
         ]
