@@ -90,7 +90,7 @@ class AmoCrmSection(Section):
     webhook_secret: SecretStr | None = None
     # Requests per second. amo refuses more than 7; spacing at exactly 7 still draws an occasional 429,
     # as a request woken a few milliseconds late lands in the same second as one on time.
-    rate: float = Field(default=6.0, gt=0, le=7)
+    rate: float = Field(default=6.5, gt=0, le=7)
     timeout: Duration = timedelta(seconds=10)
     max_attempts: int = Field(default=12, ge=1)
 

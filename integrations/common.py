@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -129,28 +130,37 @@ class MemoryTokenStore:
 
 @dataclass
 class RateLimiter:
-    """At most ``rate`` requests per second, evenly spaced (a burst of ``burst`` allowed after idling).
+    """At most ``rate`` requests per second, evenly spaced; after idling, ``burst`` may go at once.
 
     Spacing rather than a per-second window keeps a sender under limits counted over any window, which
-    is how amoCRM (7/s) and Bitrix24's leaky bucket (2/s) count.
+    is how amoCRM (7/s) and Bitrix24's leaky bucket (2/s) count. The spacing runs from when each request
+    was actually let go, not from when it was booked: a sleep that wakes late (a busy event loop) never
+    lets the next request follow it closer than ``1/rate``.
     """
 
     rate: float
     burst: int = 1
-    _next: float = field(default=0.0, init=False)
+    _sent: deque[float] = field(default_factory=deque, init=False)
+    _not_before: float = field(default=0.0, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def acquire(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            interval = 1.0 / self.rate
-            earliest = now - (self.burst - 1) * interval
-            self._next = max(self._next, earliest)
-            wait = self._next - now
-            self._next += interval
-        if wait > 0:
-            await asyncio.sleep(wait)
+        interval = 1.0 / self.rate
+        async with self._lock:  # one at a time: each waits for the previous one's actual time
+            while True:
+                now = time.monotonic()
+                earliest = self._not_before
+                if self._sent:
+                    earliest = max(earliest, self._sent[-1] + interval * (1 if self.burst == 1 else 0))
+                if len(self._sent) >= self.burst:
+                    earliest = max(earliest, self._sent[0] + self.burst * interval)
+                if earliest <= now:
+                    break
+                await asyncio.sleep(earliest - now)
+            self._sent.append(time.monotonic())
+            while len(self._sent) > self.burst:
+                self._sent.popleft()
 
     def pause(self, seconds: float) -> None:
         """The remote side said "too many": nobody sends for ``seconds``."""
-        self._next = max(self._next, time.monotonic() + seconds)
+        self._not_before = max(self._not_before, time.monotonic() + seconds)

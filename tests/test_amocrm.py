@@ -363,7 +363,7 @@ async def burst(pace: float | None) -> tuple[FakeAmoCrm, list[Outcome]]:
     five times and the adapter's pace with it, so this takes 3 s rather than 17."""
     async with FakeAmoCrm(rate_limit=7, window=0.2) as amo:
         adapter = AmoCrmAdapter(long_lived(amo), MemoryTokenStore())
-        assert adapter.limiter.rate == adapter.section.rate == 6.0
+        assert adapter.limiter.rate == adapter.section.rate == 6.5
         adapter.limiter = RateLimiter(pace or adapter.section.rate / 0.2)
         remotes = [amo.add_lead(f"Клиент {n}", phone(n)) for n in range(100)]
         jobs = [job(n, JobKind.PULL, snapshot(n), remote_id=str(remote)) for n, remote in enumerate(remotes)]

@@ -148,6 +148,16 @@ class IntegrationRepository:
             job_id, SENDING, status=DONE, done_at=now, last_error=None, attempts=IntegrationJob.attempts + 1
         )
 
+    async def mark_done_many(self, job_ids: Sequence[int], now: datetime) -> None:
+        if not job_ids:
+            return
+        await self.session.execute(
+            update(IntegrationJob)
+            .where(IntegrationJob.id.in_(list(job_ids)), IntegrationJob.status == SENDING)
+            .values(status=DONE, done_at=now, last_error=None, attempts=IntegrationJob.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+
     async def mark_retry(self, job_id: int, *, error: str, at: datetime, count_attempt: bool = True) -> None:
         values: dict[str, Any] = {"status": PENDING, "next_attempt_at": at, "last_error": error[:ERROR_LIMIT]}
         if count_attempt:
@@ -263,6 +273,19 @@ class IntegrationRepository:
             {"integration": integration, "lead_id": lead_id, "remote_id": remote_id, "created_at": utcnow()},
         )
         return row_id is not None
+
+    async def link_many(self, integration: str, pairs: Sequence[tuple[int, str]]) -> None:
+        """``link`` for many (lead, remote lead) pairs in one statement; a side linked already is kept."""
+        if not pairs:
+            return
+        now = utcnow()
+        await self.session.execute(
+            insert_or_skip(self.session, _LINKS, None),
+            [
+                {"integration": integration, "lead_id": lead_id, "remote_id": remote_id, "created_at": now}
+                for lead_id, remote_id in pairs
+            ],
+        )
 
     async def remote_ids(self, integration: str, lead_ids: Iterable[int]) -> dict[int, str]:
         ids = list(lead_ids)
