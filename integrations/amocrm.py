@@ -443,11 +443,24 @@ class AmoCrmAdapter:
                 outcomes.append(Outcome.done(job.id))  # the comment is gone: nothing to send
             elif job.remote_id is None:
                 outcomes.append(Outcome.failed(job.id, "not yet created in amoCRM"))
+            elif job.attempts and await self._has_note(job.remote_id, job.comment):
+                # An earlier try may have reached amo before its answer was lost: never a second note.
+                outcomes.append(Outcome.done(job.id))
             else:
                 to_send.append(job)
         if to_send:
             outcomes += await self._send_batch("POST", "/api/v4/leads/notes", to_send, self._note, self._all_done)
         return outcomes
+
+    async def _has_note(self, remote_id: str, text: str) -> bool:
+        """Whether amo's lead already has a common note with exactly ``text`` (its latest 250)."""
+        answer = await self._request(
+            "GET",
+            f"/api/v4/leads/{int(remote_id)}/notes",
+            params={"filter[note_type]": "common", "limit": "250", "order[id]": "desc"},
+        )
+        notes = ((answer or {}).get("_embedded") or {}).get("notes") or []
+        return any((note.get("params") or {}).get("text") == text for note in notes if isinstance(note, dict))
 
     @staticmethod
     def _note(job: SyncJob) -> dict[str, Any]:

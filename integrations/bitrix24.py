@@ -258,6 +258,19 @@ class _BatchRefused(Exception):
     """The ``batch`` request as a whole was refused (too long, say): its commands go one by one."""
 
 
+COMMENT_LIST = "crm.timeline.comment.list"
+
+
+def _comment_list_params(job: SyncJob) -> dict[str, Any]:
+    return {"filter": {"ENTITY_ID": job.remote_id, "ENTITY_TYPE": "lead"}, "select": ["ID", "COMMENT"]}
+
+
+def _has_comment(answer: Any, text: str) -> bool:
+    """Whether a ``crm.timeline.comment.list`` answer (its first page, the newest 50) holds ``text``."""
+    items = answer if isinstance(answer, list) else []
+    return any(isinstance(item, dict) and item.get("COMMENT") == text for item in items)
+
+
 class Bitrix24Adapter:
     name = "bitrix24"
     batch_size = MAX_BATCH
@@ -291,11 +304,19 @@ class Bitrix24Adapter:
             elif job.kind is JobKind.CREATE and (job.attempts > 0 or job.first_sync):
                 # An earlier try may have created it (its answer lost), or it was made there by hand.
                 lookups.append(_Command(job, "crm.duplicate.findbycomm", _lookup_params(_lead(job).phone_number)))
+            elif job.kind is JobKind.COMMENT and job.attempts > 0:
+                # An earlier try may have reached Bitrix24 before its answer was lost: never a second one.
+                lookups.append(_Command(job, COMMENT_LIST, _comment_list_params(job)))
             else:
                 writes.append(self._command(job))
         for command, answer in await self._run(lookups):
             if isinstance(answer, RemoteError):
                 outcomes[command.job.id] = _failed(command.job, answer)
+            elif command.method == COMMENT_LIST:
+                if _has_comment(answer, command.job.comment or ""):
+                    outcomes[command.job.id] = Outcome.done(command.job.id)
+                else:
+                    writes.append(self._command(command.job))
             elif (remote_id := _newest_lead(answer)) is not None:
                 outcomes[command.job.id] = Outcome.done(command.job.id, remote_id=remote_id)
             else:

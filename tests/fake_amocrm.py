@@ -209,6 +209,7 @@ class FakeAmoCrm:
         app.router.add_post("/api/v4/leads/complex", self._complex)
         app.router.add_patch("/api/v4/leads", self._patch_leads)
         app.router.add_post("/api/v4/leads/notes", self._notes)
+        app.router.add_get("/api/v4/leads/{id}/notes", self._lead_notes)
         app.router.add_get("/api/v4/leads/{id}", self._lead)
         app.router.add_get("/api/v4/contacts", self._find_contacts)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -415,6 +416,20 @@ class FakeAmoCrm:
             self.leads[note["entity_id"]]["notes"].append(note["params"]["text"])
             notes.append({"id": note_id, "entity_id": note["entity_id"], "request_id": note.get("request_id")})
         return web.json_response({"_total_items": len(notes), "_embedded": {"notes": notes}})
+
+    async def _lead_notes(self, request: web.Request) -> web.Response:
+        """A lead's notes, newest first (``filter[note_type]``, ``limit`` ≤ 250); 204 when there are none."""
+        lead = self.leads.get(int(request.match_info["id"])) if request.match_info["id"].isdigit() else None
+        if lead is None:
+            return _problem(404, "Lead not found")
+        limit = int(request.query.get("limit", "50"))
+        if limit > 250:
+            return _problem(400, "limit must be at most 250")
+        texts = list(reversed(lead["notes"]))[:limit]
+        if not texts:
+            return web.Response(status=204)
+        notes = [{"entity_id": lead["id"], "note_type": "common", "params": {"text": text}} for text in texts]
+        return web.json_response({"_embedded": {"notes": notes}})
 
     async def _lead(self, request: web.Request) -> web.Response:
         lead = self.leads.get(int(request.match_info["id"])) if request.match_info["id"].isdigit() else None

@@ -312,6 +312,7 @@ class FakeBitrix24:
             "crm.lead.get": self._lead_get,
             "crm.duplicate.findbycomm": self._find_by_comm,
             "crm.timeline.comment.add": self._comment_add,
+            "crm.timeline.comment.list": self._comment_list,
         }.get(method)
         if handler is None:
             raise CommandError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
@@ -389,6 +390,15 @@ class FakeBitrix24:
             {"ID": comment_id, "ENTITY_ID": lead_id, "ENTITY_TYPE": "lead", "COMMENT": fields["COMMENT"]}
         )
         return comment_id
+
+    def _comment_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """A lead's timeline comments, newest first, the first page of 50 (``filter`` ENTITY_ID/TYPE)."""
+        flt = params.get("filter")
+        if not isinstance(flt, dict) or str(flt.get("ENTITY_TYPE", "")).lower() != "lead":
+            raise _invalid("filter[ENTITY_TYPE] must be lead here")
+        lead_id = self._id({"id": flt.get("ENTITY_ID")})
+        found = [c for c in reversed(self.comments) if c["ENTITY_ID"] == lead_id]
+        return [{"ID": c["ID"], "COMMENT": c["COMMENT"]} for c in found[:50]]
 
     def _id(self, params: dict[str, Any]) -> int:
         value = params.get("id", params.get("ID"))

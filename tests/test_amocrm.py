@@ -212,6 +212,19 @@ async def test_a_comment_becomes_a_note_on_the_remote_lead(amo: FakeAmoCrm, adap
     assert amo.count("/leads/notes") == 1
 
 
+async def test_a_retried_comment_that_reached_amo_is_not_noted_twice(amo: FakeAmoCrm, adapter: AmoCrmAdapter) -> None:
+    lead = amo.add_lead("А", phone(1))
+    amo.leads[lead]["notes"].append("Перезвонить после обеда")  # the first try got there; its answer was lost
+    retried = job(1, JobKind.COMMENT, snapshot(10), remote_id=str(lead), comment="Перезвонить после обеда", attempts=1)
+    other = job(2, JobKind.COMMENT, snapshot(10), remote_id=str(lead), comment="Новый комментарий", attempts=1)
+
+    outcomes = await adapter.deliver([retried, other])
+
+    assert outcomes[0].ok and outcomes[1].ok
+    assert amo.leads[lead]["notes"] == ["Перезвонить после обеда", "Новый комментарий"]
+    assert amo.count(f"/leads/{lead}/notes", "GET") == 2 and amo.count("/leads/notes", "POST") == 1
+
+
 async def test_a_pull_brings_the_remote_status_back_mapped_to_ours(amo: FakeAmoCrm, adapter: AmoCrmAdapter) -> None:
     won, lost, later_stage, elsewhere = (amo.add_lead(f"Клиент {n}", phone(n)) for n in range(4))
     amo.move(won, WON)

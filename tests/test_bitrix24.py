@@ -165,6 +165,22 @@ async def test_comment_goes_to_the_lead_timeline(adapter: Bitrix24Adapter, porta
     assert portal.comments == [{"ID": 1, "ENTITY_ID": remote_id, "ENTITY_TYPE": "lead", "COMMENT": "Called, no answer"}]
 
 
+async def test_a_retried_comment_that_reached_bitrix24_is_not_added_twice(
+    adapter: Bitrix24Adapter, portal: FakeBitrix24
+) -> None:
+    remote_id = portal.add_lead(PHONE)
+    first = job(1, JobKind.COMMENT, remote_id=str(remote_id), comment="Called, no answer")
+    await adapter.deliver([first])  # reached Bitrix24; say its answer was lost, so it is tried again
+    retried = job(1, JobKind.COMMENT, remote_id=str(remote_id), comment="Called, no answer", attempts=1)
+    other = job(2, JobKind.COMMENT, lead=snapshot(6), remote_id=str(remote_id), comment="Wants 3 rooms", attempts=1)
+
+    outcomes = await adapter.deliver([retried, other])
+
+    assert outcomes == [Outcome.done(1), Outcome.done(2)]
+    assert [c["COMMENT"] for c in portal.comments] == ["Called, no answer", "Wants 3 rooms"]
+    assert portal.calls("crm.timeline.comment.list") == 2
+
+
 @pytest.mark.parametrize(
     ("status_id", "expected"),
     [
