@@ -276,9 +276,7 @@ class FakeGraph:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1])
+        self.port = int(self._runner.addresses[0][1])  # the port the system picked (public API)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:

@@ -73,8 +73,7 @@ class FakeSheets:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = getattr(site, "_server", None)
-        self.port = int((getattr(server, "sockets", None) or [])[0].getsockname()[1])
+        self.port = int(self._runner.addresses[0][1])  # the port the system picked (public API)
 
     async def stop(self) -> None:
         if self._runner is not None:
