@@ -15,6 +15,7 @@ from bot.texts import texts_for
 from db.enums import StatusCode
 from db.errors import InvalidInput
 from db.ids import MAX_ID, parse_index, parse_row_id, parse_telegram_id
+from db.repositories import LeadFilter
 from db.validation import MAX_NOTES, clean_name, clean_text, typed_text, visible_text
 from handlers.new_lead import NewLead
 from keyboards.callbacks import (
@@ -264,3 +265,35 @@ async def test_the_cards_prompts_refuse_invisible_and_control_text(harness: Harn
     assert await _snapshot(harness, lead_id) == before
     assert (await load(harness, lead_id)).notes == notes
     assert await comment_count(harness, lead_id) == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [("\x00\x00", "text_control_character"), ("%\x00", "text_control_character"), ("\u200b\u200b", "text_invisible")],
+)
+async def test_search_text_follows_the_rule_in_the_repository(
+    harness: Harness, team: Team, query: str, reason: str
+) -> None:
+    await make_lead(harness, team, assigned=team.seller)
+    async with harness.uow_factory() as uow:
+        for search in (
+            lambda: uow.leads.search(team.admin.user, query, limit=10),
+            lambda: uow.leads.page(team.admin.user, LeadFilter(text=query), limit=10),
+        ):
+            with pytest.raises(InvalidInput) as refused:
+                await search()
+            assert (refused.value.field, refused.value.reason) == ("q", reason)
+
+
+async def test_find_refuses_control_and_invisible_text(harness: Harness, team: Team) -> None:
+    # A NUL cut SQLite's pattern short, so "/find \0\0" listed every lead the member may see.
+    await make_lead(harness, team, assigned=team.seller)
+    for hostile, answer in (
+        ("\x00\x00", CONTROL),
+        ("ab\x1b", CONTROL),
+        ("ab\x1f", CONTROL),
+        ("\u200b\u2060", INVISIBLE),
+    ):
+        await harness.send(team.admin, f"/find {hostile}")
+        assert harness.last_text(team.admin.chat_id) == answer, hostile
+        assert not [data for _, data in harness.last_buttons(team.admin.chat_id) if data.startswith("ld:")]

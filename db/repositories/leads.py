@@ -33,6 +33,7 @@ from db.validation import (
     clean_text,
     fold_for_search,
     normalize_phone,
+    visible_text,
 )
 
 _UNSET: Any = object()
@@ -813,8 +814,12 @@ _ANCHORS_KEPT = 256
 
 
 def _search_terms(text: str) -> tuple[str, str | None]:
-    """A name fragment (folded) and, given 3+ digits, a fragment of the phone; under 2 characters is refused."""
+    """A name fragment (folded) and, given 3+ digits, a fragment of the phone; under 2 characters is refused,
+    and so is text with a control character or nothing visible (``visible_text``): a NUL cut SQLite's
+    pattern short, so a search for it matched every lead the caller may see."""
     query = " ".join((text or "").split())
+    if query:
+        visible_text(text, "q")  # as typed: str.split() would drop some control characters (U+001C-U+001F)
     if len(query) < 2:
         raise InvalidInput("q", "query_too_short", "search text must have at least 2 characters")
     digits = "".join(ch for ch in query if ch.isdigit())
