@@ -20,6 +20,7 @@ from bot.config import ConfigError, Settings, load_settings
 from db.engine import Database
 from db.models import Lead
 from db.uow import UnitOfWorkFactory
+from integrations.amocrm import AmoCrmSection
 from tests.api_support import WEBHOOK_SECRET, bearer, lead_body
 from tests.conftest import Team
 from tests.edge_support import ManualClock, asgi_call, edge_app, with_api
@@ -299,3 +300,28 @@ async def test_allow_lists_exactly_what_the_schema_documents(client: httpx.Async
 async def test_a_lead_url_is_digits(client: httpx.AsyncClient, tokens: dict[str, str]) -> None:
     response = await client.get("/api/leads/abc", headers=bearer(tokens["admin"]))
     assert (response.status_code, response.json()["code"]) == (404, "not_found")
+
+
+# ---- amoCRM's webhook secret (query or header) is checked before its body too ---------------------------
+
+AMO_SECRET = "amo-webhook-secret-0123456789"
+
+
+async def test_a_wrong_amocrm_secret_is_refused_before_the_body_is_read(settings: Settings, database: Database) -> None:
+    amo = AmoCrmSection(base_url="https://leadbot.amocrm.ru", long_lived_token="lived", webhook_secret=AMO_SECRET)
+    app = create_app(settings.model_copy(update={"amocrm": amo}), database)
+    url = "/api/integrations/amocrm/webhook"
+    form = [("Content-Type", "application/x-www-form-urlencoded")]
+    body = [b"account%5Bsubdomain%5D=", b"leadbot"]
+
+    refused = [
+        await asgi_call(app, "POST", url, headers=form, chunks=body, query=b"secret=" + AMO_SECRET[:-1].encode()),
+        await asgi_call(app, "POST", url, headers=[*form, ("X-Webhook-Secret", AMO_SECRET + "x")], chunks=body),
+        await asgi_call(app, "POST", url, headers=form, chunks=body),
+    ]
+    right = await asgi_call(app, "POST", url, headers=form, chunks=body, query=f"secret={AMO_SECRET}".encode())
+
+    assert [(answer.status, answer.json()["code"], answer.chunks_pulled) for answer in refused] == [
+        (401, "unauthorized", 0)
+    ] * 3
+    assert (right.status, right.json(), right.chunks_pulled) == (200, {"received": 0, "queued": 0}, 2)

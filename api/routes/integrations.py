@@ -7,8 +7,9 @@ and the worker reads the lead from the CRM itself and moves ours to its status (
 never sent back there: no ping-pong). The answer goes back at once; a lead not linked to ours (made there
 by hand) is left alone. amo is authenticated by ``[amocrm] webhook_secret`` in the URL's query,
 ``?secret=…`` (amo's webhook settings take only a URL; the access log never writes the query), or the
-``X-Webhook-Secret`` header; Bitrix24 by its
-``auth[application_token]``. A wrong one counts as a failed authentication, like a wrong API token.
+``X-Webhook-Secret`` header, checked before the body is read; Bitrix24 by its
+``auth[application_token]``, which is in the body. A wrong one counts as a failed authentication, like a
+wrong API token.
 Not in the OpenAPI schema: the CRMs' protocols, not ours. Unconfigured, both answer 404.
 """
 
@@ -31,11 +32,17 @@ SECRET_HEADER = "X-Webhook-Secret"
 
 
 class AmoCrmRoute(EdgeRoute):
+    """amo's secret travels in the query or a header, so it is checked before the body is read."""
+
     async def authenticate(self, request: Request) -> None:
         section = settings_of(request).amocrm
         if not section.enabled or section.webhook_secret is None:
             raise ApiError(404, "not_found", "amoCRM webhooks are not configured")
         await refuse_if_blocked(request)
+        header = raw_header(request, SECRET_HEADER)
+        given = request.query_params.get("secret") or (header.decode("utf-8", errors="replace") if header else None)
+        if not webhook_secret_matches(section, given):
+            raise await auth_failed(request, "missing or wrong amoCRM webhook secret")
 
 
 class Bitrix24Route(EdgeRoute):
@@ -72,11 +79,7 @@ def _form(body: bytes) -> list[tuple[str, str]]:
 
 @amocrm_router.post("/api/integrations/amocrm/webhook")
 async def amocrm_webhook(request: Request) -> JSONResponse:
-    section = settings_of(request).amocrm
-    header = raw_header(request, SECRET_HEADER)
-    given = request.query_params.get("secret") or (header.decode("utf-8", errors="replace") if header else None)
-    if not webhook_secret_matches(section, given):
-        raise await auth_failed(request, "missing or wrong amoCRM webhook secret")
+    section = settings_of(request).amocrm  # its secret was checked by AmoCrmRoute, before the body
     try:
         changes = parse_webhook(_form(await request.body()), section)
     except ForeignWebhook as exc:
