@@ -15,7 +15,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from api.edge import WEBHOOK_SECRET_HEADER
 from api.errors import unauthorized
-from api.schemas import MAX_ID, MAX_SOURCE, Since, visible_param
+from api.schemas import MAX_ID, MAX_SOURCE, QueryInt, Since, visible_param
 from bot.config import Settings
 from db.enums import LeadStatus
 from db.models import User
@@ -87,7 +87,7 @@ async def get_list_filter(
     source: Annotated[
         str | None, Query(max_length=MAX_SOURCE, description="e.g. Instagram"), visible_param("source")
     ] = None,
-    assigned_to: Annotated[int | None, Query(ge=1, le=MAX_ID, description="A salesperson's user id")] = None,
+    assigned_to: Annotated[QueryInt | None, Query(ge=1, le=MAX_ID, description="A salesperson's user id")] = None,
     q: Annotated[
         str | None,
         Query(min_length=2, max_length=100, description="Search text; no control characters, something visible"),

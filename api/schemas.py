@@ -7,6 +7,7 @@ Additions to the reference (never replacing its fields): ``updated_at``/``assign
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -104,13 +105,33 @@ def visible_param(name: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _iso_date_only(value: Any) -> Any:
-    if not isinstance(value, str | date):
-        raise ValueError("must be an ISO date such as 2025-12-05")
-    return value
+    """Only ``YYYY-MM-DD``: pydantic alone reads ``"0"`` or ``"86400"`` as a Unix time (1970-01-01)."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        return value  # pydantic then refuses a day that does not exist (2025-02-30)
+    raise PydanticCustomError("date_iso", "must be an ISO date such as 2025-12-05")
 
 
+# A calendar day, in a body or a query: ``YYYY-MM-DD`` and nothing else.
 IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
+
+
+def _ascii_digits(value: Any) -> Any:
+    """A whole number in a query or path: ASCII digits only (pydantic alone takes ``1.0``, ``+4``, `` 5``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return value
+    raise PydanticCustomError("int_parsing", "must be a whole number written in digits (0-9)")
+
+
+# An integer query parameter: digits, nothing else.
+QueryInt = Annotated[int, BeforeValidator(_ascii_digits)]
 
 
 def _iso_8601(value: Any) -> Any:

@@ -243,3 +243,49 @@ async def test_a_patch_with_changes_and_the_current_status_still_works(
 
     assert response.status_code == 200, response.text
     assert response.json()["notes"] == "звонил"
+
+
+# ---- dates and query numbers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "86400", "1700006400", "20251205", "2025-12-05T10:00:00", True, 0])
+async def test_a_closing_date_is_an_iso_date_not_a_unix_time(
+    value: Any, client: httpx.AsyncClient, tokens: dict[str, str]
+) -> None:
+    lead = await create_lead(client, tokens["mop"])
+    url = f"/api/leads/{lead['id']}"
+
+    response = await client.patch(url, json={"closing_date": value}, headers=bearer(tokens["mop"]))
+
+    assert (response.status_code, response.json().get("field")) == (400, "closing_date"), response.text
+    assert (await client.get(url, headers=bearer(tokens["mop"]))).json()["closing_date"] is None
+
+
+async def test_a_closing_date_takes_an_iso_date(client: httpx.AsyncClient, tokens: dict[str, str]) -> None:
+    lead = await create_lead(client, tokens["mop"])
+    response = await client.patch(
+        f"/api/leads/{lead['id']}", json={"closing_date": "2025-12-05"}, headers=bearer(tokens["mop"])
+    )
+    assert (response.status_code, response.json()["closing_date"]) == (200, "2025-12-05")
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "field"),
+    [
+        ("/api/analytics/summary", {"from": "0", "to": "2026-11-30"}, "from"),
+        ("/api/analytics/summary", {"from": "2026-11-01", "to": "86400"}, "to"),
+        ("/api/analytics/report.pdf", {"from": "0", "to": "86400"}, "from"),
+        ("/api/leads/export.xlsx", {"from": "0"}, "from"),
+        ("/api/leads/export.xlsx", {"to": "2026-11-30T00:00:00"}, "to"),
+        ("/api/leads/", {"page": "1.0"}, "page"),
+        ("/api/leads/", {"size": " 5"}, "size"),
+        ("/api/leads/", {"assigned_to": "4.0"}, "assigned_to"),
+        ("/api/leads/export.xlsx", {"assigned_to": "+4"}, "assigned_to"),
+    ],
+)
+async def test_query_dates_and_numbers_are_strict(
+    url: str, params: dict[str, str], field: str, client: httpx.AsyncClient, tokens: dict[str, str], team: Team
+) -> None:
+    response = await client.get(url, params=params, headers=bearer(tokens["admin"]))
+
+    assert (response.status_code, response.json().get("field")) == (400, field), response.text

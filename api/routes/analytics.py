@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -12,6 +11,7 @@ from api.analytics_schemas import AnalyticsSummaryOut
 from api.deps import CurrentUser, SettingsDep, UowDep
 from api.edge import BearerRoute
 from api.errors import responses
+from api.schemas import IsoDate
 from bot import pdf_report
 from bot.texts import pick_language, texts_for
 from db.analytics import MAX_PERIOD_DAYS, Period
@@ -20,8 +20,8 @@ router = APIRouter(
     prefix="/api/analytics", tags=["analytics"], route_class=BearerRoute, responses=responses(408, 413, 429, 503)
 )
 
-From = Annotated[date, Query(alias="from", description="First day of lead creation, included (YYYY-MM-DD)")]
-To = Annotated[date, Query(description="Last day, included (YYYY-MM-DD); the CRM's time zone")]
+From = Annotated[IsoDate, Query(alias="from", description="First day of lead creation, included (YYYY-MM-DD)")]
+To = Annotated[IsoDate, Query(description="Last day, included (YYYY-MM-DD); the CRM's time zone")]
 _PERIOD_RULES = (
     f"Leads created from `from` to `to` (days in the CRM's time zone, both included; at most {MAX_PERIOD_DAYS} "
     "days); deleted leads are left out. Admin, ROP, МОП and the financier get the team's figures, a "

@@ -18,6 +18,7 @@ from starlette.background import BackgroundTask
 from api.deps import CurrentUser, ListFilterDep, SettingsDep, UowDep
 from api.edge import BearerRoute
 from api.errors import responses
+from api.schemas import IsoDate
 from bot.texts import pick_language, texts_for
 from bot.xlsx_export import XLSX_MIME, export_name, export_to_file
 from db.analytics import MAX_PERIOD_DAYS, Period
@@ -57,8 +58,8 @@ async def export_xlsx(
     uow: UowDep,
     settings: SettingsDep,
     flt: ListFilterDep,
-    from_: Annotated[date | None, Query(alias="from", description="The analytics sheet's first day")] = None,
-    to: Annotated[date | None, Query(description="The analytics sheet's last day")] = None,
+    from_: Annotated[IsoDate | None, Query(alias="from", description="The analytics sheet's first day")] = None,
+    to: Annotated[IsoDate | None, Query(description="The analytics sheet's last day")] = None,
 ) -> FileResponse:
     period = analytics_period(from_, to, datetime.now(settings.crm.tz).date())
     texts = texts_for(pick_language(actor.language, None, settings.bot.default_language))

@@ -21,6 +21,7 @@ from api.schemas import (
     LeadOut,
     LeadPage,
     LeadPatch,
+    QueryInt,
 )
 from db.enums import LeadStatus
 from db.errors import InvalidInput
@@ -62,8 +63,8 @@ async def list_leads(
     actor: CurrentUser,
     uow: UowDep,
     flt: ListFilterDep,
-    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
-    size: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Annotated[QueryInt, Query(ge=1, le=MAX_PAGE)] = 1,
+    size: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
 ) -> LeadPage:
     items, total = await uow.leads.list_offset(actor, flt, page=page, size=size)
     return LeadPage(
