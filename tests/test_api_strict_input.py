@@ -289,3 +289,20 @@ async def test_query_dates_and_numbers_are_strict(
     response = await client.get(url, params=params, headers=bearer(tokens["admin"]))
 
     assert (response.status_code, response.json().get("field")) == (400, field), response.text
+
+
+async def test_a_null_reason_alone_is_400_naming_it(client: httpx.AsyncClient, tokens: dict[str, str]) -> None:
+    # It changes nothing: a reason cannot be cleared by itself, on a refused lead or any other.
+    lead = await create_lead(client, tokens["mop"])
+    url = f"/api/leads/{lead['id']}"
+    refused = await client.patch(
+        url, json={"status": "отказ", "refusal_reason": "Дорого"}, headers=bearer(tokens["mop"])
+    )
+    other = await create_lead(client, tokens["mop"], phone="+998907777777")
+
+    for target in (url, f"/api/leads/{other['id']}"):
+        response = await client.patch(target, json={"refusal_reason": None}, headers=bearer(tokens["mop"]))
+        assert response.status_code == 400, response.text
+        assert (response.json()["field"], response.json()["reason"]) == ("refusal_reason", "reason_without_refusal")
+    assert refused.status_code == 200
+    assert (await client.get(url, headers=bearer(tokens["mop"]))).json()["refusal_reason"] == "Дорого"

@@ -105,6 +105,9 @@ async def update_lead(lead_id: LeadId, body: LeadPatch, actor: CurrentUser, uow:
     given = body.model_fields_set
     if not given:
         raise InvalidInput("", "nothing_to_change", "the PATCH changes nothing: send a field to change")
+    if given == {"refusal_reason"} and body.refusal_reason is None:
+        # A reason is never cleared by itself: alone, a null one would change nothing.
+        raise InvalidInput("reason", "reason_without_refusal", "refusal_reason alone changes nothing")
     lead = await uow.leads.get(actor, lead_id)
     current_status, current_assignee, current_reason = lead.status, lead.assigned_to_id, lead.refusal_reason
     if body.refusal_reason is not None:
