@@ -7,12 +7,15 @@ none is a plain 401 and costs nothing.
 
 ``FailureLimiter`` is the seam: ``MemoryFailureLimiter`` keeps the counts in this process (enough for
 one process); ``RedisFailureLimiter`` keeps them in Redis, shared by every instance, and is what
-``create_app`` uses when ``[redis] url`` is set.
+``create_app`` uses when ``[redis] url`` is set. While Redis cannot be reached it counts in memory
+instead (a warning says so once), so an outage neither turns every authenticated request into a 500
+nor lifts the limit.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import secrets
 import time
@@ -24,6 +27,8 @@ from bot.config import ApiSection
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
 
 
 class FailureLimiter(Protocol):
@@ -105,17 +110,55 @@ class RedisFailureLimiter:
         self.limit = limit
         self.window = window
         self.prefix = prefix
+        # Where failures are counted while Redis is down; ``_down`` so the outage is logged once.
+        self.fallback = MemoryFailureLimiter(limit, window)
+        self._down = False
+
+    def _outage(self, error: Exception) -> None:
+        if not self._down:
+            log.warning("failed logins counted in memory: Redis is unreachable (%s)", error.__class__.__name__)
+        self._down = True
+
+    def _back(self) -> None:
+        if self._down:
+            log.warning("failed logins counted in Redis again")
+        self._down = False
 
     @classmethod
     def from_settings(cls, api: ApiSection, url: str) -> RedisFailureLimiter:
         from redis.asyncio import Redis
 
-        return cls(Redis.from_url(url), api.auth_failures, api.auth_failure_window.total_seconds())
+        # Short socket timeouts: a Redis that does not answer must not hold every request (see _outage).
+        redis = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        return cls(redis, api.auth_failures, api.auth_failure_window.total_seconds())
 
     def _key(self, client: str) -> str:
         return f"{self.prefix}:{client}"
 
     async def retry_after(self, client: str) -> int | None:
+        from redis.exceptions import RedisError
+
+        try:
+            retry = await self._retry_after(client)
+        except RedisError as error:
+            self._outage(error)
+            return await self.fallback.retry_after(client)
+        self._back()
+        # Failures counted during an outage still count once Redis is back.
+        return retry if retry is not None else await self.fallback.retry_after(client)
+
+    async def failed(self, client: str) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            await self._failed(client)
+        except RedisError as error:
+            self._outage(error)
+            await self.fallback.failed(client)
+            return
+        self._back()
+
+    async def _retry_after(self, client: str) -> int | None:
         # Redis's own clock, so every instance measures the window alike.
         seconds, micros = await self.redis.time()
         now = seconds + micros / 1_000_000
@@ -127,7 +170,7 @@ class RedisFailureLimiter:
         until = float(recent[0][1]) + self.window
         return max(1, math.ceil(until - now))
 
-    async def failed(self, client: str) -> None:
+    async def _failed(self, client: str) -> None:
         seconds, micros = await self.redis.time()
         now = seconds + micros / 1_000_000
         key = self._key(client)
