@@ -12,11 +12,12 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.demo.html import plain_text, safe_html
 from bot.demo.run import DEMO_TOKEN, RunningDemo, running_demo
@@ -205,6 +206,37 @@ async def test_a_button_edits_its_message_in_place_and_every_press_is_answered(
     assert len([m for m in await rop.messages() if m["message_id"] == listing["message_id"]]) == 1
     await asyncio.sleep(0.3)
     assert demo.server.unanswered_callbacks == 0
+
+
+async def test_reminders_arrive_in_the_salespersons_chat_on_the_fast_clock(
+    demo: RunningDemo, page: httpx.AsyncClient
+) -> None:
+    # The demo's reminder job runs every few seconds (``leadbot run``'s default is a minute), all day.
+    assert demo.settings.reminders.tick <= timedelta(seconds=10)
+    database = open_database(demo.settings.database.url)
+    try:
+        async with database.reader() as session:
+            seller = await session.scalar(select(User).where(User.telegram_id == SELLER_A.telegram_id))
+            assert seller is not None
+            lead = await session.scalar(
+                select(Lead)
+                .where(Lead.status == LeadStatus.NEW, Lead.assigned_to_id == seller.id)
+                .order_by(Lead.next_reminder_at)
+                .limit(1)
+            )
+        assert lead is not None and lead.next_reminder_at is not None  # seeded to be reminded soon
+        # Due now, rather than in the minute or so the seed leaves before the first one.
+        async with database.writer() as session:
+            await session.execute(
+                update(Lead).where(Lead.id == lead.id).values(next_reminder_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+            await session.commit()
+    finally:
+        await database.dispose()
+
+    reminder = await PageClient(page, SELLER_A.telegram_id).wait_for(f"Лид #{lead.id} ждёт", within=40)
+    assert "Напоминание №1" in reminder["html"]
+    assert any("Взять в работу" in caption for caption in buttons(reminder))
 
 
 async def test_the_page_refuses_what_a_person_cannot_do(page: httpx.AsyncClient) -> None:
