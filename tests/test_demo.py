@@ -4,6 +4,7 @@ page's own HTTP endpoints; the stand-in's Bot API answers; what the page may ren
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -249,6 +250,30 @@ async def test_the_page_refuses_what_a_person_cannot_do(page: httpx.AsyncClient)
     assert as_form.status_code == 415
     rebound = await page.get("/demo/api/changes", headers={"Host": "attacker.example:8765"})
     assert rebound.status_code == 421
+
+
+@pytest.mark.parametrize("open_browser", [True, False])
+async def test_leadbot_demo_opens_the_page_in_a_browser_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], open_browser: bool
+) -> None:
+    import webbrowser
+
+    from bot.demo import run
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, *args, **kwargs: opened.append(url) or True)
+    async with running_demo(0) as demo:
+        await demo.dispatcher.stop_polling()  # serve() then returns as the bot stops, as on Ctrl-C
+
+        @contextlib.asynccontextmanager
+        async def the_running_demo(port: int, *, handle_signals: bool) -> AsyncIterator[RunningDemo]:
+            assert (port, handle_signals) == (0, True)
+            yield demo
+
+        monkeypatch.setattr(run, "running_demo", the_running_demo)
+        await asyncio.wait_for(run.serve(0, open_browser=open_browser), timeout=30)
+    assert f"open {demo.url}" in capsys.readouterr().out
+    assert opened == ([demo.url] if open_browser else [])
 
 
 # ---- the installed command ----------------------------------------------------------------------------
