@@ -21,7 +21,7 @@ from api.routes import analytics, exports, health, imports, integrations, leads,
 from api.routes.webhooks import REPLAYED_HEADER
 from api.throttle import FailureLimiter, MemoryFailureLimiter, RedisFailureLimiter
 from bot.config import ConfigError, Settings, check_webhook_secret
-from bot.factory import create_uow_factory
+from bot.units import create_uow_factory
 from db.engine import Database
 
 DESCRIPTION = """\

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bot.config import Settings  # noqa: E402
 from bot.delivery import DeliveryWorker  # noqa: E402
 from bot.factory import create_bot, create_uow_factory  # noqa: E402
-from bot.presentation import message_payload  # noqa: E402
+from bot.presentation.presenter import message_payload  # noqa: E402
 from db.engine import open_database  # noqa: E402
 from db.enums import OutboxStatus  # noqa: E402
 from db.migrate import upgrade  # noqa: E402

@@ -8,6 +8,8 @@ times per case, from a scratch directory with its own ``config.toml`` and databa
 - ``leadbot token issue <admin id>`` on a migrated database (target < 2 s);
 - ``leadbot run`` with a malformed token: the one-line refusal;
 - ``leadbot doctor`` with the Bot API on a closed local port (no network needed);
+- ``leadbot api`` up to the moment it binds its port: the port is held by the benchmark, so the server
+  stops there (uvicorn's exit code 3) after the settings, the schema check and the whole app;
 - for reference, ``python -c "import bot.factory"``: what every command imported before it started,
   until the command line learnt to import lazily (aiogram and every router).
 
@@ -64,7 +66,9 @@ def main() -> None:
 
     leadbot = leadbot_command()
     env = {name: value for name, value in os.environ.items() if not name.upper().startswith("LEADBOT_")}
-    with tempfile.TemporaryDirectory(prefix="leadbot-startup-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="leadbot-startup-") as scratch, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
         cwd = Path(scratch)
         (cwd / "config.toml").write_text(
             f'[bot]\napi_server = "http://127.0.0.1:{closed_port()}"\n\n[access]\nadmins = [{ADMIN}]\n\n'
@@ -76,6 +80,12 @@ def main() -> None:
             (f"`leadbot token issue {ADMIN}`", [leadbot, "token", "issue", str(ADMIN)], env, 0),
             ("`leadbot run`, malformed token", [leadbot, "run"], env | {"LEADBOT_BOT__TOKEN": "not-a-token"}, 2),
             ("`leadbot doctor`, Bot API not reachable", [leadbot, "doctor"], env | {"LEADBOT_BOT__TOKEN": "1:x"}, 1),
+            (
+                "`leadbot api`, until it binds its port",
+                [leadbot, "api"],
+                env | {"LEADBOT_API__PORT": str(taken.getsockname()[1])},
+                3,
+            ),
             (
                 'reference: `python -c "import bot.factory"`',
                 [sys.executable, "-c", "import bot.factory"],

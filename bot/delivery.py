@@ -4,13 +4,13 @@ Outbox rows (``db.models.OutboxMessage``) are written by whoever has something t
 transaction of the change that causes it (``uow.outbox.enqueue(key=..., chat_id=..., kind=...,
 payload=..., user_id=..., thread_id=...)``). The worker is the only thing that talks to Telegram for
 them. A row's ``kind`` and ``payload`` say what happened (facts, see ``db.notifications`` and
-``db.reminders``); right before a row is sent, the worker has ``bot.presentation.Presenter`` render it
+``db.reminders``); right before a row is sent, the worker has ``bot.presentation.presenter.Presenter`` render it
 into text and keyboard, in a read unit of its own that is closed before the request goes out. A
-payload carrying ``"text"`` (``bot.presentation.message_payload``) is sent as it is. A payload with
+payload carrying ``"text"`` (``bot.presentation.presenter.message_payload``) is sent as it is. A payload with
 ``"edit_of": "<idempotency key of another row>"`` is an ``editMessageText`` of the message that other
 row sent (it waits until that one is sent); any other a ``sendMessage`` to the row's ``chat_id`` (and
 forum topic ``thread_id``). A row whose subject was deleted before it was sent renders to nothing and
-is marked ``failed`` with ``bot.presentation.GONE``.
+is marked ``failed`` with ``bot.presentation.presenter.GONE``.
 
 Pacing (``[notifications]``): one send every ``1 / rate_per_second`` seconds at most — fixed spacing, so
 there is never a burst above the rate; one message per ``per_chat_interval`` to a chat, counted from the
@@ -60,7 +60,7 @@ from aiogram.exceptions import (
 from aiogram.types import Message
 
 from bot.config import NotificationsSection
-from bot.presentation import GONE, Presenter, Rendered
+from bot.presentation.presenter import GONE, Presenter, Rendered
 from db.enums import OutboxStatus
 from db.models import OutboxMessage
 from db.uow import UnitOfWork, UnitOfWorkFactory

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram.types import InlineKeyboardMarkup
 
-from bot.presentation import Presenter, Rendered
+from bot.presentation.presenter import Presenter, Rendered
 from db.models import OutboxMessage
 from db.uow import UnitOfWorkFactory
 from tests.fakes import buttons

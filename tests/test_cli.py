@@ -321,6 +321,21 @@ def test_quick_commands_do_not_import_aiogram(tmp_path: Path, args: list[str]) -
     assert result.stderr.splitlines()[-1] == "imported: ", result.stderr
 
 
+def test_leadbot_api_imports_neither_aiogram_nor_the_bot(tmp_path: Path) -> None:
+    # The whole way to serving: settings, migrations, the app with every route; the port is taken, so the
+    # server stops right there and the script can list what was imported.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = environment(LEADBOT_API__PORT=str(busy.getsockname()[1]))
+        result = subprocess.run(
+            [sys.executable, "-c", _IMPORTS, "api"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "address already in use" in result.stderr, result.stderr  # it got as far as binding
+    assert result.stderr.splitlines()[-1] == "imported: fastapi,uvicorn", result.stderr
+
+
 async def test_copy_db_names_an_unsupported_target_in_one_line(tmp_path: Path) -> None:
     write_config(tmp_path / "config.toml", "[access]\nadmins = [5]\n")
     result = await leadbot("copy-db", "mysql://root@127.0.0.1/leadbot", cwd=tmp_path)

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from bot.config import Settings
 from bot.delivery import INTERRUPTED, DeliveryWorker, VirtualClock
 from bot.factory import create_bot, create_uow_factory
-from bot.presentation import edit_payload, message_payload
+from bot.presentation.presenter import edit_payload, message_payload
 from db.engine import Database
 from db.enums import OutboxStatus
 from db.models import OutboxMessage, User

@@ -4,6 +4,7 @@ page's own HTTP endpoints; the stand-in's Bot API answers; what the page may ren
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -12,11 +13,12 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.demo.html import plain_text, safe_html
 from bot.demo.run import DEMO_TOKEN, RunningDemo, running_demo
@@ -207,6 +209,37 @@ async def test_a_button_edits_its_message_in_place_and_every_press_is_answered(
     assert demo.server.unanswered_callbacks == 0
 
 
+async def test_reminders_arrive_in_the_salespersons_chat_on_the_fast_clock(
+    demo: RunningDemo, page: httpx.AsyncClient
+) -> None:
+    # The demo's reminder job runs every few seconds (``leadbot run``'s default is a minute), all day.
+    assert demo.settings.reminders.tick <= timedelta(seconds=10)
+    database = open_database(demo.settings.database.url)
+    try:
+        async with database.reader() as session:
+            seller = await session.scalar(select(User).where(User.telegram_id == SELLER_A.telegram_id))
+            assert seller is not None
+            lead = await session.scalar(
+                select(Lead)
+                .where(Lead.status == LeadStatus.NEW, Lead.assigned_to_id == seller.id)
+                .order_by(Lead.next_reminder_at)
+                .limit(1)
+            )
+        assert lead is not None and lead.next_reminder_at is not None  # seeded to be reminded soon
+        # Due now, rather than in the minute or so the seed leaves before the first one.
+        async with database.writer() as session:
+            await session.execute(
+                update(Lead).where(Lead.id == lead.id).values(next_reminder_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+            await session.commit()
+    finally:
+        await database.dispose()
+
+    reminder = await PageClient(page, SELLER_A.telegram_id).wait_for(f"Лид #{lead.id} ждёт", within=40)
+    assert "Напоминание №1" in reminder["html"]
+    assert any("Взять в работу" in caption for caption in buttons(reminder))
+
+
 async def test_the_page_refuses_what_a_person_cannot_do(page: httpx.AsyncClient) -> None:
     assert (await page.post("/demo/api/chat/1/send", json={"text": "hi"})).status_code == 404
     assert (await page.post(f"/demo/api/chat/{MOP.telegram_id}/send", json={"text": "  "})).status_code == 400
@@ -217,6 +250,30 @@ async def test_the_page_refuses_what_a_person_cannot_do(page: httpx.AsyncClient)
     assert as_form.status_code == 415
     rebound = await page.get("/demo/api/changes", headers={"Host": "attacker.example:8765"})
     assert rebound.status_code == 421
+
+
+@pytest.mark.parametrize("open_browser", [True, False])
+async def test_leadbot_demo_opens_the_page_in_a_browser_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], open_browser: bool
+) -> None:
+    import webbrowser
+
+    from bot.demo import run
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, *args, **kwargs: opened.append(url) or True)
+    async with running_demo(0) as demo:
+        await demo.dispatcher.stop_polling()  # serve() then returns as the bot stops, as on Ctrl-C
+
+        @contextlib.asynccontextmanager
+        async def the_running_demo(port: int, *, handle_signals: bool) -> AsyncIterator[RunningDemo]:
+            assert (port, handle_signals) == (0, True)
+            yield demo
+
+        monkeypatch.setattr(run, "running_demo", the_running_demo)
+        await asyncio.wait_for(run.serve(0, open_browser=open_browser), timeout=30)
+    assert f"open {demo.url}" in capsys.readouterr().out
+    assert opened == ([demo.url] if open_browser else [])
 
 
 # ---- the installed command ----------------------------------------------------------------------------

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -167,3 +170,32 @@ async def _wait_for_status(demo: RunningDemo, lead_id: int, wanted: LeadStatus) 
     finally:
         await database.dispose()
     return status
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_screenshot_script_retakes_every_picture_the_readme_shows(tmp_path: Path) -> None:
+    """``docs/make_screenshots.py`` still drives the page to every screen: a picture that would go stale
+    (a caption renamed, a screen gone) fails here rather than silently."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LEADBOT_")}
+    env["LEADBOT_CHROMIUM"] = str(CHROMIUM)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "make_screenshots.py"), "--out", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r"\(docs/pictures/([\w-]+\.png)\)", readme))
+    assert len(shown) >= 3
+    assert {path.name for path in tmp_path.glob("*.png")} == shown
+    for name in shown:
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", name
+        width, height = struct.unpack(">II", data[16:24])
+        assert (width, height) == (1100, 860), name  # the script's viewport: a whole screen, not an error page
+        assert len(data) > 20_000, name  # a chat with messages, not a blank page

@@ -38,13 +38,11 @@ def with_url(settings: Settings, url: str) -> Settings:
 # ---- the database -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.sqlite_only
 async def test_a_migrated_database_is_up_to_date(settings: Settings) -> None:
     check = await check_database(settings)
     assert check.ok and check.text.endswith(f"is reachable and its schema is up to date ({HEAD}).")
 
 
-@pytest.mark.sqlite_only
 async def test_a_database_behind_the_code_is_upgraded_by_run(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -77,6 +75,19 @@ async def test_a_file_that_is_not_a_database(settings: Settings, tmp_path: Path)
     junk.write_bytes(b"this is not SQLite" * 100)
     check = await check_database(with_url(settings, f"sqlite+aiosqlite:///{junk}"))
     assert not check.ok and check.text.startswith(f"cannot open the SQLite file {junk}: ")
+
+
+async def test_a_postgresql_server_that_is_not_running(settings: Settings) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    url = f"postgresql+asyncpg://leadbot:s3cret@127.0.0.1:{closed}/leadbot"
+    check = await check_database(with_url(settings, url))
+    assert not check.ok and "s3cret" not in check.text
+    assert check.text.startswith(
+        f"cannot open the database at postgresql+asyncpg://leadbot:***@127.0.0.1:{closed}/leadbot: "
+    )
+    assert f"cannot reach the database server at 127.0.0.1:{closed}: " in check.text
 
 
 def test_an_unreachable_database_server_is_named_without_its_password() -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from bot.config import Settings
 from bot.delivery import DeliveryWorker, VirtualClock
 from bot.factory import create_dispatcher
-from bot.presentation import GONE, Presenter, RenderError
+from bot.presentation.presenter import GONE, Presenter, RenderError
 from db.engine import Database
 from db.enums import LeadStatus, OutboxStatus
 from db.models import OutboxMessage
