@@ -5,15 +5,18 @@ The Graph API is a fake on 127.0.0.1 (tests/fake_graph.py): nothing reaches Meta
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from aiogram import Dispatcher
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -22,6 +25,7 @@ from api.app import create_app
 from api.meta import MetaLeadFetcher
 from bot.config import Settings
 from bot.presentation.cards import render_card
+from bot.runner import run_bot
 from bot.texts import texts_for
 from db.engine import Database
 from db.models import Comment, Lead, MetaLeadgen, OutboxMessage
@@ -29,6 +33,7 @@ from db.repositories import LeadDraft
 from db.uow import UnitOfWorkFactory
 from tests.api_support import bearer
 from tests.conftest import Team
+from tests.fake_bot_api import FakeBotAPI
 from tests.fake_graph import ACCESS_TOKEN, FakeGraph
 
 APP_SECRET = "meta-app-secret-for-tests"
@@ -144,6 +149,49 @@ async def test_a_signed_delivery_becomes_a_lead_its_salesperson_hears_about_with
     assert elapsed < 1.0
     [(path, query)] = graph.requests
     assert path == "/v25.0/L1" and "field_data" in query["fields"]
+
+
+async def test_done_when_the_salesperson_hears_in_telegram_within_a_second_of_the_delivery(
+    meta_settings: Settings, team: Team, graph: FakeGraph, fake_bot_api: FakeBotAPI, free_tcp_port: int
+) -> None:
+    """``leadbot run`` with the API served in it, over real HTTP on 127.0.0.1: a signed delivery, the Graph
+    fetch, the lead, and the salesperson's Telegram message, timed from the POST to the fake Bot API's
+    receipt. The outbox is polled only every 30 s here, so the message is in time only because the new
+    lead's commit wakes the delivery worker."""
+    live = meta_settings.model_copy(
+        update={
+            "bot": meta_settings.bot.model_copy(update={"api_server": fake_bot_api.base_url}),
+            "api": meta_settings.api.model_copy(update={"enabled": True, "port": free_tcp_port}),
+            "notifications": meta_settings.notifications.model_copy(update={"poll_interval": timedelta(seconds=30)}),
+        }
+    )
+    graph.add_lead("L1", ANSWERS)
+    started: asyncio.Future[Dispatcher] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_bot(live, handle_signals=False, started=started))
+    waiting: set[asyncio.Future[Any]] = {started, task}
+    done, _ = await asyncio.wait(waiting, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # the bot died while starting: show why
+    dispatcher = started.result()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_tcp_port}") as http:
+            for _ in range(500):
+                try:
+                    if (await http.get("/api/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.01)
+            body = delivery("L1")
+            sent_at = time.monotonic()
+            response = await http.post(URL, content=body, headers=signed(body))
+            assert response.status_code == 200, response.text
+            message = await fake_bot_api.wait_for("sendMessage", chat_id=team.seller.chat_id, timeout=10)
+    finally:
+        await asyncio.wait_for(dispatcher.stop_polling(), timeout=30)
+        await asyncio.wait_for(task, timeout=30)
+    assert "Мадина Юсупова" in message.text
+    assert message.received_at - sent_at < 1.0, message.received_at - sent_at
 
 
 async def test_the_lead_keeps_its_form_ad_and_leadgen_id_on_the_card_and_in_the_api(
