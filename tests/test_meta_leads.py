@@ -19,7 +19,7 @@ import pytest
 from aiogram import Dispatcher
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from api.app import create_app
 from api.meta import MetaLeadFetcher
@@ -28,8 +28,9 @@ from bot.presentation.cards import render_card
 from bot.runner import run_bot
 from bot.texts import texts_for
 from db.engine import Database
-from db.models import Comment, Lead, MetaLeadgen, OutboxMessage
+from db.models import Comment, Lead, MetaLeadgen, OutboxMessage, utcnow
 from db.repositories import LeadDraft
+from db.repositories.meta import Delivery
 from db.uow import UnitOfWorkFactory
 from tests.api_support import bearer
 from tests.conftest import Team
@@ -287,6 +288,53 @@ async def test_a_graph_outage_is_retried_and_the_lead_made_once(
     [row] = await all_of(uow_factory, MetaLeadgen)
     assert (row.status, row.attempts) == ("done", 1)
     assert graph.calls_for("L1") == 2
+
+
+async def test_the_delivery_is_answered_before_the_graph_api_is(
+    meta_client: httpx.AsyncClient, meta_app: FastAPI, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    """Meta wants its 200 fast: the answer does not wait for the Graph API (here 1.5 s to answer)."""
+    graph.add_lead("L1", ANSWERS)
+    graph.lead_delay = 1.5
+    await post(meta_client, delivery())  # warm up: the app's first request pays for lazy imports
+    started = time.monotonic()
+    response = await post(meta_client, delivery("L1"))
+    answered = time.monotonic() - started
+    assert response.status_code == 200
+    assert answered < 0.5, answered
+    assert await all_of(uow_factory, Lead) == []  # not yet: the fetch is still on its way
+    await fetcher(meta_app).idle()
+    assert len(await all_of(uow_factory, Lead)) == 1
+
+
+async def test_failed_fetches_back_off_doubling_up_to_the_maximum(
+    meta_settings: Settings, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    """Each failure puts the next attempt further off (retry_after doubled, at most max_retry_after) and
+    keeps the leadgen id pending; the last allowed attempt that fails ends it as failed, still kept."""
+    meta = meta_settings.meta.model_copy(
+        update={"retry_after": timedelta(seconds=10), "max_retry_after": timedelta(seconds=30), "max_attempts": 5}
+    )
+    fetch = MetaLeadFetcher(uow_factory, meta_settings.model_copy(update={"meta": meta}))
+    async with uow_factory() as uow:
+        await uow.meta.record([Delivery(leadgen_id="L1", page_id="P1", form_id="F1", ad_id="A1")])
+        await uow.commit()
+    graph.add_lead("L1", ANSWERS)
+    graph.fail_next(500, times=5)
+    delays = []
+    async with httpx.AsyncClient() as http:
+        for _ in range(5):
+            before = utcnow()
+            assert await fetch.run_once(http) == 1
+            [row] = await all_of(uow_factory, MetaLeadgen)
+            delays.append(round((row.next_attempt_at - before).total_seconds()))
+            async with uow_factory() as uow:  # time passes: the row is due again
+                await uow.session.execute(update(MetaLeadgen).values(next_attempt_at=utcnow()))
+                await uow.commit()
+    assert delays[:4] == [10, 20, 30, 30]
+    assert (row.status, row.attempts, row.leadgen_id) == ("failed", 5, "L1")
+    assert graph.calls_for("L1") == 5
+    assert await all_of(uow_factory, Lead) == []
 
 
 async def test_a_lasting_outage_gives_up_but_keeps_the_leadgen_id(
