@@ -263,6 +263,9 @@ async def test_a_badly_signed_delivery_is_refused_unread(
 
 async def test_a_signed_delivery_that_is_not_json_is_a_400(meta_client: httpx.AsyncClient) -> None:
     assert (await post(meta_client, b"{not json")).status_code == 400
+    # Unsigned, the same body is refused for its signature: it was never parsed.
+    unsigned = await post(meta_client, b"{not json", {"Content-Type": "application/json"})
+    assert unsigned.status_code == 401
 
 
 async def test_the_same_leadgen_id_five_times_makes_one_lead(
