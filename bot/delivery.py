@@ -560,8 +560,14 @@ class DeliveryWorker:
     # ---- waiting -------------------------------------------------------------------------------------------
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep ``seconds`` on the clock, or less when stopped or woken (a send finished, rows queued)."""
-        self._wake.clear()
+        """Sleep ``seconds`` on the clock, or less when stopped or woken (a send finished, rows queued).
+
+        A wake that came while the loop was busy (rows queued during a refresh) is not lost: the pause
+        then returns at once, and the loop looks again."""
+        if self._wake.is_set():
+            self._wake.clear()
+            await asyncio.sleep(0)
+            return
         sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
         waker = asyncio.ensure_future(self._wake.wait())
         try:
@@ -570,6 +576,7 @@ class DeliveryWorker:
             for task in (sleeper, waker):
                 task.cancel()
             await asyncio.gather(sleeper, waker, return_exceptions=True)
+            self._wake.clear()
 
     async def _idle(self) -> bool:
         if self._tasks or self._ready is not None or self._outcomes:

@@ -46,6 +46,8 @@ async def run_bot(
     bot = create_bot(settings)
     dispatcher = create_dispatcher(settings, database)
     delivery = DeliveryWorker(bot, dispatcher["uow_factory"], settings.notifications)
+    # A notification queued in this process goes out at once, not at the worker's next poll.
+    dispatcher["uow_factory"].on_outbox = delivery.wake
     scheduler = create_scheduler(settings, ReminderJobs(dispatcher["uow_factory"], settings))
     assignment_jobs.schedule(scheduler, settings, dispatcher["uow_factory"])
     sheets: SheetsExporter | None = dispatcher["sheets"]
@@ -60,6 +62,7 @@ async def run_bot(
         from api.app import build_server, create_app
 
         api_app = create_app(settings, database)
+        api_app.state.uow_factory.on_outbox = delivery.wake
         if settings.meta.enabled:
             api_app.state.meta_fetcher.kick()  # Meta leads recorded before a restart
         api_server = build_server(api_app, settings, embedded=True)

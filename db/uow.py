@@ -8,10 +8,15 @@ A unit is opened for writing (``factory()``) or for reading (``factory(read_only
 ``db.engine`` for what each means on each database. Either way it is short: it is opened for the work,
 and committed or left before anything waits on the network. ``commit()`` gives the connection back to
 the pool; a unit used again afterwards simply begins a new transaction.
+
+A factory's ``on_outbox`` (``leadbot run`` sets it to the delivery worker's ``wake``) is called after a
+commit that queued outbox rows, so a notification written in the bot's process goes out at once rather
+than at the worker's next poll.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,12 +58,19 @@ class ReadOnlyUnit(RuntimeError):
 
 class UnitOfWork:
     def __init__(
-        self, session: AsyncSession, settings: Any, sink: EventSink | None = None, *, read_only: bool = False
+        self,
+        session: AsyncSession,
+        settings: Any,
+        sink: EventSink | None = None,
+        *,
+        read_only: bool = False,
+        on_outbox: Callable[[], None] | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
         self.sink = sink
         self.read_only = read_only
+        self.on_outbox = on_outbox
         self.events: list[DomainEvent] = []
         self.committed = False
         # The integration a change came from (its webhook, its pull): the change is not sent back there.
@@ -92,9 +104,14 @@ class UnitOfWork:
         self.events.clear()
         await self.session.commit()
         self.committed = True
+        if self.outbox.queued:
+            self.outbox.queued = False
+            if self.on_outbox is not None:
+                self.on_outbox()
 
     async def rollback(self) -> None:
         self.events.clear()
+        self.outbox.queued = False
         await self.session.rollback()
 
     async def close(self) -> None:
@@ -110,11 +127,13 @@ class UnitOfWorkFactory:
         self.database = database
         self.settings = settings
         self.sink = sink
+        # Called after a commit that queued outbox rows (the delivery worker's wake, in ``leadbot run``).
+        self.on_outbox: Callable[[], None] | None = None
 
     def open(self, *, read_only: bool = False) -> UnitOfWork:
         """A unit the caller must ``close()`` (``async with factory()`` does that for you)."""
         maker = self.database.reader if read_only else self.database.writer
-        return UnitOfWork(maker(), self.settings, self.sink, read_only=read_only)
+        return UnitOfWork(maker(), self.settings, self.sink, read_only=read_only, on_outbox=self.on_outbox)
 
     def __call__(self, *, read_only: bool = False) -> UnitOfWorkScope:
         return UnitOfWorkScope(self, read_only)

@@ -13,6 +13,8 @@ from sqlalchemy import select, update
 
 from bot.assignment_jobs import ASSIGNMENT_JOB, AssignmentJobs, schedule
 from bot.config import Settings
+from bot.presentation.cards import render_card
+from bot.texts import texts_for
 from db.enums import HistoryAction, LeadStatus, Role
 from db.errors import DuplicateLead
 from db.imports import LeadImporter
@@ -327,3 +329,21 @@ def test_the_job_is_scheduled_only_with_automatic_assignment(
     configured = settings.model_copy(update={"assignment": AssignmentSection(mode=mode)})  # type: ignore[arg-type]
     schedule(scheduler, configured, uow_factory)
     assert [job.id for job in scheduler.get_jobs()] == ([] if mode == "manual" else [ASSIGNMENT_JOB])
+
+
+async def test_the_card_says_the_assignment_was_automatic(
+    uow_factory: UnitOfWorkFactory, settings: Settings, team: Team
+) -> None:
+    await via_repository(uow_factory, team.admin, 1)
+    async with uow_factory() as uow:
+        [lead] = (await uow.session.scalars(select(Lead))).all()
+        # A manager's reassignment afterwards is theirs, not automatic.
+        await uow.leads.assign(team.rop.user, lead.id, team.seller2.id)
+        await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        card = await uow.leads.card(team.admin.user, lead.id)
+    ru = render_card(card, texts_for("ru"), settings.crm).text
+    assert "система: продажник назначен автоматически: Продажник Иванов" in ru
+    assert "Роп Петров: продажник Продажник Иванов → Второй Продажник" in ru
+    en = render_card(card, texts_for("en"), settings.crm).text
+    assert "system: salesperson assigned automatically: Продажник Иванов" in en

@@ -519,3 +519,66 @@ async def test_delivery_over_real_http_with_faults(
         assert delivered[row.payload["text"]] == (1 if row.status == OutboxStatus.SENT else 0)
     assert sum(1 for row in result if row.status == OutboxStatus.SENT) == 16
     assert fake_bot_api.calls("sendMessage", ok=False)  # the faults really happened over the wire
+
+
+# ---- waking ------------------------------------------------------------------------------------------------
+
+
+async def _sent_within(session: RecordingSession, count: int, seconds: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if len(session.of(SendMessage)) >= count:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_a_committed_notification_wakes_the_worker_instead_of_waiting_for_the_poll(
+    factory: UnitOfWorkFactory, settings: Settings
+) -> None:
+    """As ``leadbot run`` wires it: the factory's ``on_outbox`` is the worker's ``wake``. The poll is
+    30 s, so only the wake can get the message out in time."""
+    session = RecordingSession()
+    notifications = settings.notifications.model_copy(update={"poll_interval": timedelta(seconds=30)})
+    worker = DeliveryWorker(make_bot(session), factory, notifications)
+    factory.on_outbox = worker.wake
+    worker.start()
+    try:
+        await asyncio.sleep(0.2)  # the worker has looked once and is waiting for its next poll
+        await enqueue(factory, [(7001, "woken")])
+        assert await _sent_within(session, 1, 2.0)
+        # A unit that queued nothing (or rolled back) does not wake anyone.
+        woken = []
+        factory.on_outbox = lambda: woken.append(1)
+        async with factory() as uow:
+            await uow.outbox.enqueue(key="rolled-back", chat_id=7002, kind="test", payload=message_payload("x"))
+            await uow.rollback()
+            await uow.commit()
+        assert woken == []
+    finally:
+        await worker.stop()
+
+
+async def test_a_wake_while_the_worker_is_busy_is_not_lost(factory: UnitOfWorkFactory, settings: Settings) -> None:
+    """Rows committed while the worker reads the outbox (after its query, before it sleeps) still go out
+    at once: the wake is kept for the pause that follows."""
+    session = RecordingSession()
+    notifications = settings.notifications.model_copy(update={"poll_interval": timedelta(seconds=30)})
+    worker = DeliveryWorker(make_bot(session), factory, notifications)
+    factory.on_outbox = worker.wake
+    refresh = worker._refresh
+    calls = 0
+
+    async def refresh_then_queue() -> None:
+        nonlocal calls
+        await refresh()
+        calls += 1
+        if calls == 1:  # the outbox was read (empty): a row is queued before the worker sleeps
+            await enqueue(factory, [(7003, "during the refresh")])
+
+    worker._refresh = refresh_then_queue  # type: ignore[method-assign]
+    worker.start()
+    try:
+        assert await _sent_within(session, 1, 2.0)
+    finally:
+        await worker.stop()

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from db.models import Lead, OutboxMessage
 from db.repositories import LeadDraft
+from db.spreadsheets import MAX_FILE_BYTES, MAX_ROWS
 from tests.conftest import Harness, Member, Team
 from tests.import_support import EN_HEADER, RU_HEADER, csv_bytes, mixed_rows, xlsx
 
@@ -154,3 +155,28 @@ async def test_the_report_never_turns_file_text_into_formulas(harness: Harness, 
     cells = [cell for row in book.worksheets[0].iter_rows() for cell in row]
     assert not [cell.value for cell in cells if cell.data_type == "f"]
     assert any(cell.value == "=1+1" for cell in cells)
+
+
+async def test_a_file_past_the_size_limit_is_refused_before_it_is_downloaded(harness: Harness, team: Team) -> None:
+    await harness.send(team.mop, "/import")
+    message = Message(
+        message_id=next(_ids),
+        date=datetime.now(UTC),
+        chat=Chat(id=team.mop.chat_id, type="private"),
+        from_user=team.mop.tg,
+        # Never registered with the fake Bot API: a download would fail the test.
+        document=Document(
+            file_id="too-big", file_unique_id="too-big", file_name="leads.xlsx", file_size=MAX_FILE_BYTES + 1
+        ),
+    )
+    await harness.dp.feed_update(harness.bot, Update(update_id=next(_ids), message=message))
+    assert harness.last_text(team.mop.chat_id) == "Файл больше 10 МБ: разделите его на несколько."
+    assert await lead_count(harness) == 0
+
+
+async def test_a_file_past_the_row_limit_is_refused_with_the_limit(harness: Harness, team: Team) -> None:
+    lines = ["Имя,Телефон,Источник"] + [f"Клиент,+99890{n:07d},Сайт" for n in range(MAX_ROWS + 1)]
+    await send_file(harness, team.admin, "leads.csv", "\n".join(lines).encode())
+    assert "В файле больше 50000 строк" in harness.last_text(team.admin.chat_id)
+    assert not harness.last_buttons(team.admin.chat_id)
+    assert await lead_count(harness) == 0

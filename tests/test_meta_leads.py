@@ -5,30 +5,36 @@ The Graph API is a fake on 127.0.0.1 (tests/fake_graph.py): nothing reaches Meta
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from aiogram import Dispatcher
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from api.app import create_app
 from api.meta import MetaLeadFetcher
 from bot.config import Settings
 from bot.presentation.cards import render_card
+from bot.runner import run_bot
 from bot.texts import texts_for
 from db.engine import Database
-from db.models import Comment, Lead, MetaLeadgen, OutboxMessage
+from db.models import Comment, Lead, MetaLeadgen, OutboxMessage, utcnow
 from db.repositories import LeadDraft
+from db.repositories.meta import Delivery
 from db.uow import UnitOfWorkFactory
 from tests.api_support import bearer
 from tests.conftest import Team
+from tests.fake_bot_api import FakeBotAPI
 from tests.fake_graph import ACCESS_TOKEN, FakeGraph
 
 APP_SECRET = "meta-app-secret-for-tests"
@@ -146,6 +152,52 @@ async def test_a_signed_delivery_becomes_a_lead_its_salesperson_hears_about_with
     assert path == "/v25.0/L1" and "field_data" in query["fields"]
 
 
+async def test_done_when_the_salesperson_hears_in_telegram_within_a_second_of_the_delivery(
+    meta_settings: Settings, team: Team, graph: FakeGraph, fake_bot_api: FakeBotAPI, free_tcp_port: int
+) -> None:
+    """``leadbot run`` with the API served in it, over real HTTP on 127.0.0.1: a signed delivery, the Graph
+    fetch, the lead, and the salesperson's Telegram message, timed from the POST to the fake Bot API's
+    receipt. The outbox is polled only every 30 s here, so the message is in time only because the new
+    lead's commit wakes the delivery worker."""
+    live = meta_settings.model_copy(
+        update={
+            "bot": meta_settings.bot.model_copy(update={"api_server": fake_bot_api.base_url}),
+            "api": meta_settings.api.model_copy(update={"enabled": True, "port": free_tcp_port}),
+            "notifications": meta_settings.notifications.model_copy(update={"poll_interval": timedelta(seconds=30)}),
+        }
+    )
+    graph.add_lead("L1", ANSWERS)
+    started: asyncio.Future[Dispatcher] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_bot(live, handle_signals=False, started=started))
+    waiting: set[asyncio.Future[Any]] = {started, task}
+    done, _ = await asyncio.wait(waiting, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # the bot died while starting: show why
+    dispatcher = started.result()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_tcp_port}") as http:
+            for _ in range(500):
+                try:
+                    if (await http.get("/api/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.01)
+            # A delivery with no leadgen change first: the route's first request pays for lazy imports.
+            empty = delivery()
+            assert (await http.post(URL, content=empty, headers=signed(empty))).json() == {"received": 0}
+            body = delivery("L1")
+            sent_at = time.monotonic()
+            response = await http.post(URL, content=body, headers=signed(body))
+            assert response.status_code == 200, response.text
+            message = await fake_bot_api.wait_for("sendMessage", chat_id=team.seller.chat_id, timeout=10)
+    finally:
+        await asyncio.wait_for(dispatcher.stop_polling(), timeout=30)
+        await asyncio.wait_for(task, timeout=30)
+    assert "Мадина Юсупова" in message.text
+    assert message.received_at - sent_at < 1.0, message.received_at - sent_at
+
+
 async def test_the_lead_keeps_its_form_ad_and_leadgen_id_on_the_card_and_in_the_api(
     meta_client: httpx.AsyncClient,
     meta_app: FastAPI,
@@ -214,6 +266,9 @@ async def test_a_badly_signed_delivery_is_refused_unread(
 
 async def test_a_signed_delivery_that_is_not_json_is_a_400(meta_client: httpx.AsyncClient) -> None:
     assert (await post(meta_client, b"{not json")).status_code == 400
+    # Unsigned, the same body is refused for its signature: it was never parsed.
+    unsigned = await post(meta_client, b"{not json", {"Content-Type": "application/json"})
+    assert unsigned.status_code == 401
 
 
 async def test_the_same_leadgen_id_five_times_makes_one_lead(
@@ -239,6 +294,53 @@ async def test_a_graph_outage_is_retried_and_the_lead_made_once(
     [row] = await all_of(uow_factory, MetaLeadgen)
     assert (row.status, row.attempts) == ("done", 1)
     assert graph.calls_for("L1") == 2
+
+
+async def test_the_delivery_is_answered_before_the_graph_api_is(
+    meta_client: httpx.AsyncClient, meta_app: FastAPI, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    """Meta wants its 200 fast: the answer does not wait for the Graph API (here 1.5 s to answer)."""
+    graph.add_lead("L1", ANSWERS)
+    graph.lead_delay = 1.5
+    await post(meta_client, delivery())  # warm up: the app's first request pays for lazy imports
+    started = time.monotonic()
+    response = await post(meta_client, delivery("L1"))
+    answered = time.monotonic() - started
+    assert response.status_code == 200
+    assert answered < 0.5, answered
+    assert await all_of(uow_factory, Lead) == []  # not yet: the fetch is still on its way
+    await fetcher(meta_app).idle()
+    assert len(await all_of(uow_factory, Lead)) == 1
+
+
+async def test_failed_fetches_back_off_doubling_up_to_the_maximum(
+    meta_settings: Settings, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    """Each failure puts the next attempt further off (retry_after doubled, at most max_retry_after) and
+    keeps the leadgen id pending; the last allowed attempt that fails ends it as failed, still kept."""
+    meta = meta_settings.meta.model_copy(
+        update={"retry_after": timedelta(seconds=10), "max_retry_after": timedelta(seconds=30), "max_attempts": 5}
+    )
+    fetch = MetaLeadFetcher(uow_factory, meta_settings.model_copy(update={"meta": meta}))
+    async with uow_factory() as uow:
+        await uow.meta.record([Delivery(leadgen_id="L1", page_id="P1", form_id="F1", ad_id="A1")])
+        await uow.commit()
+    graph.add_lead("L1", ANSWERS)
+    graph.fail_next(500, times=5)
+    delays = []
+    async with httpx.AsyncClient() as http:
+        for _ in range(5):
+            before = utcnow()
+            assert await fetch.run_once(http) == 1
+            [row] = await all_of(uow_factory, MetaLeadgen)
+            delays.append(round((row.next_attempt_at - before).total_seconds()))
+            async with uow_factory() as uow:  # time passes: the row is due again
+                await uow.session.execute(update(MetaLeadgen).values(next_attempt_at=utcnow()))
+                await uow.commit()
+    assert delays[:4] == [10, 20, 30, 30]
+    assert (row.status, row.attempts, row.leadgen_id) == ("failed", 5, "L1")
+    assert graph.calls_for("L1") == 5
+    assert await all_of(uow_factory, Lead) == []
 
 
 async def test_a_lasting_outage_gives_up_but_keeps_the_leadgen_id(

@@ -87,7 +87,9 @@ def history_line(row: LeadHistory | HistoryRow, texts: Texts, tz: ZoneInfo) -> s
     is_status = action == HistoryAction.STATUS_CHANGED
     old = _history_value(texts, row.old_value, status=is_status)
     new = _history_value(texts, row.new_value, status=is_status)
-    if action == HistoryAction.UPDATED:
+    if action == HistoryAction.ASSIGNED and row.changed_by is None:
+        what = texts.t("card.h.assigned_auto", new=new)  # automatic assignment: no author
+    elif action == HistoryAction.UPDATED:
         field_key = f"card.field.{row.field}"
         field = texts.t(field_key) if texts.has(field_key) else esc(row.field or "")
         what = texts.t("card.h.updated", field=field, old=old, new=new)

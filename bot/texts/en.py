@@ -146,6 +146,7 @@ TEXTS: dict[str, str] = {
     "card.h.created": "lead created",
     "card.h.status_changed": "status “{old}” → “{new}”",
     "card.h.assigned": "salesperson {old} → {new}",
+    "card.h.assigned_auto": "salesperson assigned automatically: {new}",
     "card.h.updated": "{field}: {old} → {new}",
     "card.h.deleted": "lead deleted",
     "card.h.followup_set": "follow-up: {new}",

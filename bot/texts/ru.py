@@ -148,6 +148,7 @@ TEXTS: dict[str, str] = {
     "card.h.created": "лид создан",
     "card.h.status_changed": "статус «{old}» → «{new}»",
     "card.h.assigned": "продажник {old} → {new}",
+    "card.h.assigned_auto": "продажник назначен автоматически: {new}",
     "card.h.updated": "{field}: {old} → {new}",
     "card.h.deleted": "лид удалён",
     "card.h.followup_set": "задача: {new}",

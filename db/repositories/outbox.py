@@ -55,6 +55,8 @@ class OutboxOverview:
 class OutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        # Something was queued in this transaction (the unit of work wakes the delivery worker on commit).
+        self.queued = False
 
     async def enqueue(
         self,
@@ -86,6 +88,7 @@ class OutboxRepository:
         }
         stmt = insert_or_skip(self.session, _OUTBOX_TABLE, [OutboxMessage.idempotency_key]).returning(OutboxMessage.id)
         row_id = await self.session.scalar(stmt, values)
+        self.queued = self.queued or row_id is not None
         return None if row_id is None else await self.session.get(OutboxMessage, row_id)
 
     async def enqueue_many(self, rows: Sequence[OutboxRow]) -> None:
@@ -112,6 +115,7 @@ class OutboxRepository:
             # A key already queued makes its row insert nothing (the unique index on the key).
             stmt = insert_or_skip(self.session, _OUTBOX_TABLE, [OutboxMessage.idempotency_key])
             await self.session.execute(stmt, values)
+            self.queued = True
 
     # ---- the delivery worker ---------------------------------------------------------------------------
 
