@@ -432,6 +432,14 @@ class DeliveryWorker:
             return await uow.outbox.due_heads(now, limit=self.batch_size)
 
         checked = self.clock.monotonic()
+        if not self.has_turn and not self._outcomes:
+            # Waiting for another instance's turn: ask with a read, not a write transaction.
+            async with self.uow_factory(read_only=True) as uow:
+                taken = await uow.integrations.turn_taken(TELEGRAM_TURN, self.sender_id, now)
+            if taken:
+                self._candidates, self._next_due = [], None
+                self._fetched_at = self._turn_checked_at = checked
+                return
         rows = await self._write(fetch) or []
         self._turn_checked_at = checked
         self._candidates = [row for row in rows if row.id not in self._tasks]
