@@ -114,57 +114,71 @@ def fresh_redis_marks() -> Iterator[None]:
     client.close()
 
 
+class Cluster:
+    """The instances of the test, started as ``leadbot run`` processes with their own config files."""
+
+    def __init__(self, tmp: Path, api: FakeBotAPI, database_url: str) -> None:
+        self.tmp = tmp
+        self.api = api
+        self.database_url = database_url
+        self.instances: list[Instance] = []
+        self.ever: list[Instance] = []
+
+    async def start(self, name: str, port: int | None = None) -> Instance:
+        port = port or _free_port()
+        log = self.tmp / f"{name}-{len(self.ever)}.log"
+        with log.open("wb") as output:  # the child keeps its own descriptor
+            process = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
+                [
+                    sys.executable,
+                    "-m",
+                    "bot",
+                    "run",
+                    "--config",
+                    str(_config(self.tmp, name, port, self.api, self.database_url)),
+                ],
+                cwd=ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        instance = Instance(name, port, process, log)
+        self.ever.append(instance)
+        async with httpx.AsyncClient() as client:  # up once it listens (the webhook is set right after)
+            for _ in range(900):
+                if not instance.alive:
+                    raise AssertionError(f"instance {name} died at start: {log.read_text()[-3000:]}")
+                try:
+                    await client.get(f"http://127.0.0.1:{port}/", timeout=5)
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"instance {name} never listened: {log.read_text()[-3000:]}")
+        return instance
+
+    def stop_all(self) -> None:
+        for instance in self.ever:
+            if instance.alive:
+                instance.process.send_signal(signal.SIGTERM)
+        for instance in self.ever:
+            try:
+                instance.process.wait(30)
+            except subprocess.TimeoutExpired:
+                instance.process.kill()
+                instance.process.wait(10)
+
+
 @pytest.fixture
-async def instances(
-    tmp_path: Path, settings: Settings, team: Team, fresh_redis_marks: None
-) -> AsyncIterator[tuple[FakeBotAPI, list[Instance]]]:
+async def cluster(tmp_path: Path, settings: Settings, team: Team, fresh_redis_marks: None) -> AsyncIterator[Cluster]:
     # Telegram answers after a realistic round trip, so an update is still at work when its instance dies.
     async with FakeBotAPI(delay=0.25) as api:
-        started: list[Instance] = []
+        running = Cluster(tmp_path, api, settings.database.url)
         try:
-            for name in ("a", "b"):
-                port = _free_port()
-                log = tmp_path / f"{name}.log"
-                with log.open("wb") as output:  # the child keeps its own descriptor
-                    process = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
-                        [
-                            sys.executable,
-                            "-m",
-                            "bot",
-                            "run",
-                            "--config",
-                            str(_config(tmp_path, name, port, api, settings.database.url)),
-                        ],
-                        cwd=ROOT,
-                        stdout=output,
-                        stderr=subprocess.STDOUT,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                    )
-                started.append(Instance(name, port, process, log))
-            await api.wait_for(
-                "setWebhook",
-                predicate=lambda _r: len(api.calls("setWebhook")) >= 2,
-                timeout=90,
-            )
-            async with httpx.AsyncClient() as client:  # both listen
-                for instance in started:
-                    for _ in range(200):
-                        try:
-                            await client.get(f"http://127.0.0.1:{instance.port}/")
-                            break
-                        except httpx.TransportError:
-                            await asyncio.sleep(0.05)
-            yield api, started
+            running.instances = list(await asyncio.gather(running.start("a"), running.start("b")))
+            yield running
         finally:
-            for instance in started:
-                if instance.alive:
-                    instance.process.send_signal(signal.SIGTERM)
-            for instance in started:
-                try:
-                    instance.process.wait(30)
-                except subprocess.TimeoutExpired:
-                    instance.process.kill()
-                    instance.process.wait(10)
+            running.stop_all()
 
 
 def _markup(request: Recorded) -> list[tuple[str, str]]:
@@ -273,9 +287,9 @@ async def _walk_new(telegram: Telegram, person: Person, offset: int, kill_at: in
 
 
 async def test_two_instances_behind_webhooks_survive_a_sigkill(
-    instances: tuple[FakeBotAPI, list[Instance]], team: Team, uow_factory: UnitOfWorkFactory
+    cluster: Cluster, team: Team, uow_factory: UnitOfWorkFactory
 ) -> None:
-    api, (first, second) = instances
+    api, (first, second) = cluster.api, cluster.instances
     people = [
         Person(team.admin.chat_id, "Админ", "Клиент Альфа", "+998 90 111 22 01"),
         Person(team.rop.chat_id, "Роп", "Клиент Бета", "+998 90 111 22 02"),
@@ -332,3 +346,48 @@ async def test_two_instances_behind_webhooks_survive_a_sigkill(
 
     counts = await settled()
     assert set(counts.values()) == {1}, counts
+
+    # The killed instance comes back, and the team goes on through both: a lead created above is seen on
+    # one, reassigned through the other, taken into work and closed alternating between them.
+    revived = await cluster.start("a", first.port)
+    lead = next(lead for lead in leads if lead.client_name == "Клиент Альфа")
+    admin, seller2 = people[0], team.seller2.chat_id
+    async with httpx.AsyncClient() as client:
+        telegram = Telegram(api, [revived, second], client)
+
+        async def say(user_id: int, text: str, on: int) -> None:
+            await telegram.post(api.push_message(user_id, text), prefer=on)
+
+        async def press(user_id: int, caption: str, on: int) -> None:
+            data, message_id = telegram.button(user_id, caption)
+            await telegram.post(api.push_callback(user_id, data, message_id=message_id), prefer=on)
+
+        await say(admin.user_id, f"/lead {lead.id}", 0)
+        assert "Клиент Альфа" in api.calls("sendMessage", chat_id=admin.user_id)[-1].text
+        await press(admin.user_id, "Назначить", 1)
+        await press(admin.user_id, "Второй", 0)
+        await say(seller2, f"/lead {lead.id}", 1)
+        await press(seller2, "Статус", 0)
+        await press(seller2, "в работе", 1)
+        await press(seller2, "Статус", 0)
+        await press(seller2, "закрыт", 1)
+    assert telegram.redelivered == 0  # both up: every post answered where it was sent
+    async with uow_factory(read_only=True) as uow:
+        closed = await uow.session.get(Lead, lead.id, populate_existing=True)
+    assert closed is not None
+    assert (closed.status, closed.assigned_to_id) == ("закрыт", team.seller2.id)
+    assigned = f"Вам передан лид #{lead.id}"
+    handed_over = f"Лид #{lead.id} «Клиент Альфа» передан другому продажнику"
+
+    def told() -> tuple[int, int]:
+        return (
+            sum(assigned in r.text for r in api.calls("sendMessage", chat_id=seller2)),
+            sum(handed_over in r.text for r in api.calls("sendMessage", chat_id=team.seller.chat_id)),
+        )
+
+    for _ in range(200):  # told by whichever instance holds the delivery turn
+        if told() == (1, 1):
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(3)  # a doubled one would come within a poll or two
+    assert told() == (1, 1)
