@@ -8,6 +8,13 @@ Reports the achieved rate as a share of the configured ``rate_per_second`` (targ
 (target 0) and the most messages one chat received within any one second (target ≤ 1).
 
     python bench/bench_delivery.py [--messages 1000] [--chats 200] [--rate 25]
+        [--instances 2] [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/bench_delivery]
+
+``--instances N`` runs N workers side by side, each with its own database engine and its own HTTP
+session to the fake Bot API, as N ``leadbot run`` processes would (in one process here, so one
+machine's CPU): the rate and the 429s are then those of the instances together, against the one
+token's limits. ``--database-url`` uses that database instead of a fresh SQLite file; on PostgreSQL its
+``public`` schema is dropped and re-created first, so the database's name must contain ``bench``.
 
 At the default 25/s the run takes about 40 seconds.
 """
@@ -75,9 +82,26 @@ def max_per_window(stamps: list[float], span: float) -> int:
     return best
 
 
-async def run(messages: int, chats: int, rate: float) -> dict[str, Any]:
+async def fresh_database(url: str) -> None:
+    """Empty the benchmark's PostgreSQL database (only one named for benchmarks)."""
+    from sqlalchemy import make_url, text
+
+    if "bench" not in (make_url(url).database or ""):
+        raise SystemExit(f"refusing to empty {make_url(url).database!r}: its name must contain 'bench'")
+    database = open_database(url)
+    async with database.write_engine.begin() as connection:
+        await connection.execute(text("DROP SCHEMA public CASCADE"))
+        await connection.execute(text("CREATE SCHEMA public"))
+    await database.dispose()
+
+
+async def run(
+    messages: int, chats: int, rate: float, *, instances: int = 1, database_url: str | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        url = database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        if database_url is not None and url.startswith("postgresql"):
+            await fresh_database(url)
         database = open_database(url)
         await upgrade(database.write_engine)
         settings = Settings.model_validate(
@@ -109,13 +133,21 @@ async def run(messages: int, chats: int, rate: float) -> dict[str, Any]:
             bot_settings = settings.model_copy(
                 update={"bot": settings.bot.model_copy(update={"api_server": api.base_url})}
             )
-            bot = create_bot(bot_settings)
-            worker = DeliveryWorker(bot, factory, settings.notifications)
+            # Each instance: its own engine (the first reuses the one above) and its own bot session.
+            databases = [database] + [open_database(url) for _ in range(instances - 1)]
+            bots = [create_bot(bot_settings) for _ in range(instances)]
+            workers = [
+                DeliveryWorker(bot, create_uow_factory(settings, db), settings.notifications)
+                for bot, db in zip(bots, databases, strict=True)
+            ]
             started = time.monotonic()
             try:
-                await worker.run(until_idle=True)
+                await asyncio.gather(*(worker.run(until_idle=True) for worker in workers))
             finally:
-                await bot.session.close()
+                for bot in bots:
+                    await bot.session.close()
+                for extra in databases[1:]:
+                    await extra.dispose()
             elapsed = time.monotonic() - started
             too_many = api.too_many_requests
         finally:
@@ -130,6 +162,8 @@ async def run(messages: int, chats: int, rate: float) -> dict[str, Any]:
     span = every[-1] - every[0] if sent > 1 else 0.0
     achieved = (sent - 1) / span if span else 0.0
     return {
+        "instances": instances,
+        "database": url.split(":", 1)[0],
         "messages": messages,
         "chats": chats,
         "configured_rate": rate,
@@ -151,10 +185,15 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--chats", type=int, default=200)
     parser.add_argument("--rate", type=float, default=25.0)
+    parser.add_argument("--instances", type=int, default=1, help="delivery workers side by side (default 1)")
+    parser.add_argument("--database-url", default=None, help="a database instead of a fresh SQLite file")
     args = parser.parse_args()
-    result = asyncio.run(run(args.messages, args.chats, args.rate))
+    result = asyncio.run(
+        run(args.messages, args.chats, args.rate, instances=args.instances, database_url=args.database_url)
+    )
     print(
-        f"{result['messages']} notifications to {result['chats']} chats, rate_per_second={result['configured_rate']:g}"
+        f"{result['messages']} notifications to {result['chats']} chats, "
+        f"rate_per_second={result['configured_rate']:g}, {result['instances']} instance(s) on {result['database']}"
     )
     rows = f"rows sent {result['sent_rows']}, failed {result['failed_rows']}"
     print(f"  delivered:              {result['delivered']} ({rows})")

@@ -23,6 +23,14 @@ backoff (``attempts``, ``next_attempt_at``, ``last_error``) up to ``max_attempts
 ``failed``. A 403 fails the row at once and marks the user unreachable (``/users`` shows it); a 400 or any
 other refusal fails it at once. Nothing is dropped: a row ends ``sent`` or ``failed`` with its error.
 
+Several instances (``leadbot run`` processes on one PostgreSQL): Telegram's limits are the bot token's,
+not a process's, so only one worker sends at a time. Each refresh of the candidate rows takes or renews
+the **delivery turn** (``TELEGRAM_TURN`` in ``integration_state``, one conditional ``UPDATE``, the same
+mechanism the CRM integrations use) for ``turn`` (15 s); a worker without the turn sends nothing and
+asks again at its next poll. A stopped worker hands the turn back at once; a killed one's turn lapses, and
+another instance takes over within ``turn`` plus a poll. Together the instances therefore stay within
+the configured rate, per chat and per group, as one process does.
+
 Crash safety (at most once): a row is claimed (``pending`` → ``sending`` with a lease) in its own
 transaction just before its slot, sent, and marked ``sent`` (with Telegram's message id) by the
 worker's next transaction, a fraction of a second later. The loop is the worker's only database
@@ -41,6 +49,7 @@ import contextlib
 import logging
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -72,6 +81,8 @@ INTERRUPTED = (
     "interrupted between sending and confirmation (worker stopped or crashed); not re-sent to avoid a "
     "duplicate — retry from /outbox if it did not arrive"
 )
+# The row of ``integration_state`` whose sender owns Telegram delivery (one sender per bot token).
+TELEGRAM_TURN = "telegram"
 RETRYABLE = (TelegramServerError, TelegramNetworkError, ClientDecodeError, TimeoutError, OSError)
 
 
@@ -229,6 +240,7 @@ class DeliveryWorker:
         max_in_flight: int = 32,
         on_send: Callable[[int, int], None] | None = None,
         presenter: Presenter | None = None,
+        turn: timedelta = timedelta(seconds=15),
     ) -> None:
         self.bot = bot
         self.uow_factory = uow_factory
@@ -251,6 +263,11 @@ class DeliveryWorker:
             clock=self.clock,
         )
         self._poll = config.poll_interval.total_seconds()
+        # The one sender for the bot token across instances (see the module's docstring).
+        self.turn = turn
+        self.sender_id = uuid.uuid4().hex
+        self.has_turn = False
+        self._turn_checked_at = -math.inf
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -321,6 +338,7 @@ class DeliveryWorker:
             await self._pause(self._next_wait(until_idle=until_idle))
         await self._release_ready()
         await self._drain()
+        await self._end_turn()
 
     # ---- one step -----------------------------------------------------------------------------------------
 
@@ -333,7 +351,12 @@ class DeliveryWorker:
         if len(self._tasks) >= self.max_in_flight:
             return False
         if self._ready is None:
-            if not self._candidates or self.clock.monotonic() - self._fetched_at >= self._poll:
+            if (
+                not self._candidates
+                or self.clock.monotonic() - self._fetched_at >= self._poll
+                # Renew the turn well before it lapses, so no other instance starts sending beside this one.
+                or self.clock.monotonic() - self._turn_checked_at >= self.turn.total_seconds() / 3
+            ):
                 await self._refresh()
             for index, row in enumerate(self._candidates):
                 if self.limiter.chat_delay(row.chat_id) != 0.0:
@@ -398,11 +421,27 @@ class DeliveryWorker:
         now = self.clock.now()
 
         async def fetch(uow: UnitOfWork) -> list[OutboxMessage]:
+            self.has_turn = await uow.integrations.take_turn(
+                TELEGRAM_TURN, self.sender_id, now=now, until=now + self.turn
+            )
+            if not self.has_turn:  # another instance sends: wait for it to stop or lapse
+                self._next_due = None
+                return []
             await self._recover(uow, now)
             self._next_due = await uow.outbox.next_due_at()
             return await uow.outbox.due_heads(now, limit=self.batch_size)
 
+        checked = self.clock.monotonic()
+        if not self.has_turn and not self._outcomes:
+            # Waiting for another instance's turn: ask with a read, not a write transaction.
+            async with self.uow_factory(read_only=True) as uow:
+                taken = await uow.integrations.turn_taken(TELEGRAM_TURN, self.sender_id, now)
+            if taken:
+                self._candidates, self._next_due = [], None
+                self._fetched_at = self._turn_checked_at = checked
+                return
         rows = await self._write(fetch) or []
+        self._turn_checked_at = checked
         self._candidates = [row for row in rows if row.id not in self._tasks]
         self._fetched_at = self.clock.monotonic()
 
@@ -592,6 +631,18 @@ class DeliveryWorker:
             async with self.uow_factory() as uow:
                 await uow.outbox.unclaim(job.row_id, at=self.clock.now())
                 await uow.commit()
+
+    async def _end_turn(self) -> None:
+        """Hand the turn back, so another instance takes over now rather than when it lapses."""
+        if not self.has_turn:
+            return
+        self.has_turn = False
+        try:
+            async with self.uow_factory() as uow:
+                await uow.integrations.end_turn(TELEGRAM_TURN, self.sender_id)
+                await uow.commit()
+        except Exception:  # the database is gone: the turn lapses on its own
+            log.warning("could not hand back the delivery turn; it lapses in %s", self.turn)
 
     async def _drain(self) -> None:
         """Let the requests already on their way finish and be recorded."""

@@ -16,6 +16,7 @@ from aiogram.fsm.storage.memory import MemoryStorage, SimpleEventIsolation
 
 from bot.config import Settings
 from bot.middlewares import CommandLeavesConversationMiddleware, DatabaseMiddleware, WriteUnitMiddleware
+from bot.once import HandledOnceMiddleware, UpdateLedger
 from bot.sheets import create_exporter
 from bot.units import create_uow_factory
 from db.engine import Database
@@ -84,10 +85,22 @@ def create_isolation(settings: Settings) -> BaseEventIsolation:
     return PersonIsolation()
 
 
+def create_update_ledger(settings: Settings) -> UpdateLedger | None:
+    """Marks of handled updates, for several instances behind webhooks (``bot.once``): only with
+    ``[redis] url`` and ``[bot] webhook_url``; polling hands each update to one process anyway."""
+    if not (settings.redis.url and settings.bot.webhook_url and settings.bot.token):
+        return None
+    bot_id = int(settings.bot.token.get_secret_value().split(":", 1)[0])
+    return UpdateLedger.from_url(settings.redis.url, bot_id)
+
+
 async def close_dispatcher(dispatcher: Dispatcher) -> None:
-    """Let go of what the dispatcher holds: its conversation storage and its per-person locks."""
+    """Let go of what the dispatcher holds: its conversation storage, its per-person locks, its marks."""
     await dispatcher.storage.close()
     await dispatcher.fsm.events_isolation.close()
+    ledger: UpdateLedger | None = dispatcher.workflow_data.get("update_ledger")
+    if ledger is not None:
+        await ledger.close()
 
 
 def create_dispatcher(
@@ -116,6 +129,10 @@ def create_dispatcher(
     dispatcher["uow_factory"] = uow_factory
     # The Google Sheets export (None unless configured): the runner starts it, /sheets shows it.
     dispatcher["sheets"] = create_exporter(settings, uow_factory)
+    ledger = create_update_ledger(settings)
+    dispatcher["update_ledger"] = ledger
+    if ledger is not None:  # inside the person's lock (aiogram's FSM middleware comes first), before the database
+        dispatcher.update.outer_middleware(HandledOnceMiddleware(ledger))
     dispatcher.update.outer_middleware(DatabaseMiddleware(uow_factory, settings))
     write_units = WriteUnitMiddleware(uow_factory)
     dispatcher.message.middleware(write_units)

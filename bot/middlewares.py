@@ -38,6 +38,7 @@ from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 from aiogram.types import User as TgUser
 
 from bot.config import Settings
+from bot.once import mark_current
 from bot.texts import pick_language, texts_for
 from db.repositories.users import TelegramProfile
 from db.uow import UnitOfWork, UnitOfWorkFactory
@@ -82,6 +83,9 @@ class CommitBeforeTelegram(BaseRequestMiddleware):
         unit = _UPDATE_UNIT.get()
         if unit is not None and unit.in_transaction():
             await unit.commit()
+        # The update's effects are in place and nothing of it is visible yet: several instances in
+        # webhook mode mark it handled here, so a redelivery elsewhere is skipped (bot.once).
+        await mark_current()
         return await make_request(bot, method)
 
 

@@ -119,8 +119,10 @@ async def _serve_webhook(
     """Webhook mode: Telegram posts each update to ``[bot] webhook_url``; this process listens behind it.
 
     aiogram's request handler checks ``X-Telegram-Bot-Api-Secret-Token`` (a wrong or missing one gets
-    401) and answers 200 at once, handling the update in a task of its own, as polling does. The
-    webhook is (re)set at every start; pending updates are kept.
+    401) and answers 200 once the update is handled (aiogram gives up waiting after 55 s and finishes it
+    in the background), so an update whose instance dies is posted again by Telegram instead of being
+    lost. Posts are handled concurrently, one person's in order (``PersonIsolation``). The webhook is
+    (re)set at every start; pending updates are kept.
     """
     from aiogram.webhook.aiohttp_server import SimpleRequestHandler
     from aiohttp import web
@@ -129,7 +131,10 @@ async def _serve_webhook(
     secret = settings.bot.webhook_secret
     assert url is not None and secret is not None  # the settings refuse one without the other
     app = web.Application(client_max_size=1024 * 1024)
-    SimpleRequestHandler(dispatcher, bot, secret_token=secret.get_secret_value()).register(
+    # Answered once the update is handled, not before: an instance that dies meanwhile leaves the post
+    # unanswered, and Telegram posts the update again (to another instance behind the proxy); bot.once
+    # keeps one that was handled from being handled twice.
+    SimpleRequestHandler(dispatcher, bot, handle_in_background=False, secret_token=secret.get_secret_value()).register(
         app, path=urlsplit(url).path or "/"
     )
     runner = web.AppRunner(app, access_log=None)

@@ -151,16 +151,18 @@ async def _go(
     edit: bool = True,
     page: int = 0,
 ) -> None:
-    """Ask the question of ``step`` (after ``note``, e.g. what was wrong), then remember where we are.
+    """Remember where we are, then ask the question of ``step`` (after ``note``, e.g. what was wrong).
 
-    The FSM is written last: if Telegram refuses the message, the conversation stays where it was.
+    The step is saved before the question is shown: whatever the person answers next is read against
+    the question they saw, and with several instances an update whose question went out counts as
+    handled (``bot.once``) with its step already in place.
     """
     text, markup = await _prompt(step, draft, texts, settings, uow, page=page)
     if note:
         text = f"{note}\n\n{text}"
-    await _show(event, text, markup, edit=edit)
     await state.set_state(step)
     await state.update_data(draft=draft.model_dump(mode="json"))
+    await _show(event, text, markup, edit=edit)
 
 
 # ---- start ---------------------------------------------------------------------------------------------

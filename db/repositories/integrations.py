@@ -333,6 +333,19 @@ class IntegrationRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0) == 1
 
+    async def turn_taken(self, integration: str, sender_id: str, now: datetime) -> bool:
+        """Is another sender's turn running? A read, so one who waits does not take the write lock to ask."""
+        row = (
+            await self.session.execute(
+                select(IntegrationState.sender_id, IntegrationState.sender_until).where(
+                    IntegrationState.integration == integration
+                )
+            )
+        ).first()
+        if row is None or row.sender_id is None or row.sender_id == sender_id:
+            return False
+        return row.sender_until is not None and row.sender_until > now
+
     async def end_turn(self, integration: str, sender_id: str) -> None:
         await self.session.execute(
             update(IntegrationState)
