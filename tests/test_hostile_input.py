@@ -12,10 +12,11 @@ import pytest
 from aiogram.filters.callback_data import CallbackData
 
 from bot.texts import texts_for
-from db.enums import StatusCode
+from db.enums import DuePreset, StatusCode
 from db.errors import InvalidInput
 from db.ids import MAX_ID, parse_index, parse_row_id, parse_telegram_id
 from db.validation import MAX_NOTES, clean_name, clean_text, typed_text, visible_text
+from handlers.followups import FollowUpForm
 from handlers.new_lead import NewLead
 from keyboards.callbacks import (
     AssignCB,
@@ -23,6 +24,7 @@ from keyboards.callbacks import (
     EditField,
     FollowUpAction,
     FollowUpCB,
+    FollowUpDueCB,
     LeadAction,
     LeadCB,
     LeadEditCB,
@@ -42,6 +44,7 @@ from keyboards.callbacks import (
     UsersPageCB,
 )
 from tests.conftest import Harness, Team
+from tests.fakes import tg_user
 from tests.test_lead_card import comment_count, load, make_lead
 from tests.test_new_lead import state_of, walk
 
@@ -264,3 +267,40 @@ async def test_the_cards_prompts_refuse_invisible_and_control_text(harness: Harn
     assert await _snapshot(harness, lead_id) == before
     assert (await load(harness, lead_id)).notes == notes
     assert await comment_count(harness, lead_id) == 0
+
+
+async def test_a_follow_ups_text_refuses_invisible_and_control_text(harness: Harness, team: Team) -> None:
+    lead_id = await make_lead(harness, team, assigned=team.seller)
+    before = await _snapshot(harness, lead_id)
+    await harness.click(team.seller, LeadCB(action=LeadAction.FOLLOWUP, lead_id=lead_id))
+    await harness.click(team.seller, FollowUpDueCB(preset=DuePreset.IN_HOUR))
+    for hostile, answer in ((ZERO_WIDTH, INVISIBLE), ("\u3164", INVISIBLE), ("позвонить\x00", CONTROL)):
+        await harness.send(team.seller, hostile)
+        assert answer in harness.last_text(team.seller.chat_id), hostile
+        assert await state_of(harness, team.seller) == FollowUpForm.text.state
+    assert await _snapshot(harness, lead_id) == before
+    async with harness.uow_factory() as uow:
+        assert await uow.followups.open_for_lead(team.seller.user, lead_id) == []
+
+
+# ---- text that is looked up, not kept: /find's query and /start's invite code ----------------------------
+
+
+@pytest.mark.parametrize("typed", ["/find Ив\x00ан", "/find 99\x1b8", "prompt:Ив\x00ан"])
+async def test_a_search_with_control_characters_is_refused(harness: Harness, team: Team, typed: str) -> None:
+    # PostgreSQL refuses a NUL in a text parameter: before the rule, this ended in "something went wrong".
+    await make_lead(harness, team, assigned=team.seller)
+    if typed.startswith("prompt:"):
+        await harness.send(team.admin, "/find")
+        typed = typed.removeprefix("prompt:")
+    await harness.send(team.admin, typed)
+    assert CONTROL in harness.last_text(team.admin.chat_id)
+
+
+@pytest.mark.parametrize("code", ["\x00", "abc\x00def", "²", "a b", "a" * 65, "' OR 1=1 --", "\u200b"])
+async def test_an_invite_code_no_link_could_carry_is_an_invalid_invite(harness: Harness, team: Team, code: str) -> None:
+    stranger = tg_user(5555, first_name="Чужой")
+    await harness.send(stranger, f"/start {code}")
+    assert harness.last_text(stranger.id) == T.t("invalid.invite_invalid")
+    async with harness.uow_factory() as uow:
+        assert await uow.users.by_telegram_id(5555) is None

@@ -33,6 +33,7 @@ from db.validation import (
     clean_text,
     fold_for_search,
     normalize_phone,
+    visible_text,
 )
 
 _UNSET: Any = object()
@@ -813,11 +814,16 @@ _ANCHORS_KEPT = 256
 
 
 def _search_terms(text: str) -> tuple[str, str | None]:
-    """A name fragment (folded) and, given 3+ digits, a fragment of the phone; under 2 characters is refused."""
+    """A name fragment (folded) and, given 3+ digits, a fragment of the phone; under 2 characters is refused.
+
+    The text follows the rule of every typed text (``visible_text``): a control character is refused
+    (PostgreSQL refuses a NUL in a parameter outright), as at the HTTP edge's ``q``.
+    """
     query = " ".join((text or "").split())
     if len(query) < 2:
         raise InvalidInput("q", "query_too_short", "search text must have at least 2 characters")
-    digits = "".join(ch for ch in query if ch.isdigit())
+    visible_text(query, "q")
+    digits = "".join(ch for ch in query if ch.isascii() and ch.isdigit())
     # Compared in folded form on both sides: SQLite's lower()/LIKE leave Cyrillic case alone.
     return fold_for_search(query), digits if len(digits) >= 3 else None
 
