@@ -6,10 +6,13 @@ every test in tests/conftest.py) never ends in the errors router's "something we
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiogram.filters.callback_data import CallbackData
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.filters.callback_data import CallbackData, CallbackQueryFilter
 
 from bot.texts import texts_for
 from db.enums import DuePreset, StatusCode
@@ -304,3 +307,68 @@ async def test_an_invite_code_no_link_could_carry_is_an_invalid_invite(harness: 
     assert harness.last_text(stranger.id) == T.t("invalid.invite_invalid")
     async with harness.uow_factory() as uow:
         assert await uow.users.by_telegram_id(5555) is None
+
+
+# ---- everything at once: every command and every button of the bot, with junk in every argument --------
+
+JUNK = ["²", str(MAX_ID + 1), "-" + "9" * 20, "0", "\x00", "a\x00b", "\u200b\u200d", "<b>", "x" * 70]
+
+
+def _routers(router: Router) -> Iterator[Router]:
+    yield router
+    for sub in router.sub_routers:
+        yield from _routers(sub)
+
+
+def _commands(harness: Harness) -> list[str]:
+    names = {
+        name
+        for router in _routers(harness.dp)
+        for handler in router.message.handlers
+        for check in handler.filters or []
+        if isinstance(check.callback, Command)
+        for name in check.callback.commands
+        if isinstance(name, str)
+    }
+    return sorted(names)
+
+
+def _button_classes(harness: Harness) -> list[type[CallbackData]]:
+    classes = {
+        check.callback.callback_data
+        for router in _routers(harness.dp)
+        for handler in router.callback_query.handlers
+        for check in handler.filters or []
+        if isinstance(check.callback, CallbackQueryFilter)
+    }
+    return sorted(classes, key=lambda cls: cls.__prefix__)
+
+
+async def test_no_command_argument_ends_in_the_generic_error(harness: Harness, team: Team) -> None:
+    # The guard of tests/conftest.py fails this test on the first update that ends in the catch-all.
+    lead_id = await make_lead(harness, team, assigned=team.seller)
+    commands = _commands(harness)
+    assert {"start", "lead", "assign", "find", "new", "stats"} <= set(commands)
+    for who in (team.admin.tg, team.seller.tg, team.stranger):
+        for command in commands:
+            for junk in JUNK:
+                for text in (f"/{command} {junk}", f"/{command} {lead_id} {junk}", f"/{command} {junk} {junk}"):
+                    await harness.send(who, text)
+                    await harness.send(who, "/cancel")
+
+
+async def test_no_forged_button_ends_in_the_generic_error(harness: Harness, team: Team) -> None:
+    lead_id = await make_lead(harness, team, assigned=team.seller)
+    classes = _button_classes(harness)
+    assert {LeadCB, AssignCB, LeadListCB, UserCB, NewLeadCB} <= set(classes)
+    for cls in classes:
+        width = len(cls.model_fields)
+        for junk in JUNK:
+            forged = [[junk] * width]
+            for position in range(width):
+                forged.append([str(lead_id)] * width)
+                forged[-1][position] = junk
+            for parts in forged:
+                data = cls.__separator__.join([cls.__prefix__, *parts]).encode()[:64].decode(errors="ignore")
+                for who in (team.admin, team.seller):
+                    await harness.click(who, data)
