@@ -49,7 +49,7 @@ from keyboards.callbacks import (
 from tests.conftest import Harness, Team
 from tests.fakes import tg_user
 from tests.test_lead_card import comment_count, load, make_lead
-from tests.test_new_lead import state_of, walk
+from tests.test_new_lead import STEPS, state_of, walk
 
 T = texts_for("ru")
 STALE = T.t("common.stale_button")
@@ -372,3 +372,27 @@ async def test_no_forged_button_ends_in_the_generic_error(harness: Harness, team
                 data = cls.__separator__.join([cls.__prefix__, *parts]).encode()[:64].decode(errors="ignore")
                 for who in (team.admin, team.seller):
                     await harness.click(who, data)
+
+
+async def test_no_text_at_any_step_of_new_or_of_an_edit_ends_in_the_generic_error(harness: Harness, team: Team) -> None:
+    lead_id = await make_lead(harness, team, assigned=team.seller, phone="+998 90 765-43-21")
+    before = await _snapshot(harness, lead_id)
+    refused_everywhere = ["\x00", "a\x00b", "\u200b\u200d", "\u3164"]
+    for step in STEPS:
+        await walk(harness, team.mop, step)
+        for junk in [*refused_everywhere, "²", str(MAX_ID + 1), "-" + "9" * 20, "x" * 5000]:
+            await harness.send(team.mop, junk)
+            if junk in refused_everywhere:
+                assert await state_of(harness, team.mop) == getattr(NewLead, step).state, (step, junk)
+            await harness.send(team.mop, "/cancel")
+            await walk(harness, team.mop, step)
+        await harness.send(team.mop, "/cancel")
+    for field in EditField:
+        for junk in [*refused_everywhere, "²", str(MAX_ID + 1), "31.02.2026", "x" * 5000]:
+            await harness.click(team.admin, LeadEditCB(lead_id=lead_id, field=field))
+            await harness.send(team.admin, junk)
+            await harness.send(team.admin, "/cancel")
+    lead = await load(harness, lead_id)  # "²" is a visible name or note: kept; the rest was refused
+    stored = f"{lead.client_name}{lead.phone_number}{lead.notes}{lead.source}"
+    assert not any(char in stored for char in "\x00\u200b\u200d\u3164")
+    assert (lead.status, lead.assigned_to_id, lead.deleted_at) == (before[0], before[1], None)
