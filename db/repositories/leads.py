@@ -814,15 +814,18 @@ _ANCHORS_KEPT = 256
 
 
 def _search_terms(text: str) -> tuple[str, str | None]:
-    """A name fragment (folded) and, given 3+ digits, a fragment of the phone; under 2 characters is refused,
-    and so is text with a control character or nothing visible (``visible_text``): a NUL cut SQLite's
-    pattern short, so a search for it matched every lead the caller may see."""
+    """A name fragment (folded) and, given 3+ digits, a fragment of the phone; under 2 characters is refused.
+
+    The text follows the rule of every typed text (``visible_text``): a control character or nothing
+    visible is refused, as at the HTTP edge's ``q`` (a NUL cut SQLite's pattern short, so a search for it
+    matched every lead the caller may see; PostgreSQL refuses a NUL in a parameter outright).
+    """
     query = " ".join((text or "").split())
     if query:
         visible_text(text, "q")  # as typed: str.split() would drop some control characters (U+001C-U+001F)
     if len(query) < 2:
         raise InvalidInput("q", "query_too_short", "search text must have at least 2 characters")
-    digits = "".join(ch for ch in query if ch.isdigit())
+    digits = "".join(ch for ch in query if ch.isascii() and ch.isdigit())
     # Compared in folded form on both sides: SQLite's lower()/LIKE leave Cyrillic case alone.
     return fold_for_search(query), digits if len(digits) >= 3 else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,6 +30,9 @@ class TelegramProfile:
 
 # Every update looks its sender up: read as a plain row, not an ORM object (``db.rows.UserRow``).
 USER_COLUMNS = tuple(User.__table__.columns)
+# What a deep link's start parameter may carry (Telegram: up to 64 of A-Z, a-z, 0-9, _ and -); the codes
+# made here (``secrets.token_urlsafe``) are of that alphabet.
+_INVITE_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _BY_TELEGRAM_ID = select(*USER_COLUMNS).where(User.telegram_id == bindparam("telegram_id"))
 
 
@@ -192,6 +196,8 @@ class InviteRepository:
     async def accept(self, code: str, profile: TelegramProfile) -> User:
         """Spend a one-time code: a new member, or a deactivated one coming back with the invite's role."""
         now = utcnow()
+        if _INVITE_CODE.fullmatch(code) is None:  # no link carries it: not looked up (a NUL fails on PostgreSQL)
+            raise InvalidInput("code", "invite_invalid", "the invite link is invalid, used or expired")
         invite = (await self.session.execute(select(Invite).where(Invite.code == code))).scalar_one_or_none()
         if invite is None or invite.used_at is not None or invite.expires_at <= now:
             raise InvalidInput("code", "invite_invalid", "the invite link is invalid, used or expired")
