@@ -15,6 +15,9 @@ What is in it:
   salespeople, 10 % unassigned; about 1 % soft-deleted; unique E.164 phones ``+99890xxxxxxx``;
 - ``HOT_LEADS`` leads spread over the table (the ones benchmarks open) with 8 comments and 8 history
   rows each, so their cards show "all comments" / "full history" buttons.
+
+``server_database`` puts the same rows into a PostgreSQL database the benchmark owns (the real
+migrations on an empty schema, then binary COPY; ``bench/_server.py``), reused while its marker matches.
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import asyncpg
+
+from bench._server import asyncpg_dsn, built_marker, copy_rows, finish_load, recreate_schema, schema_key, set_marker
 from db.engine import open_database
 from db.enums import LeadStatus, Role
 from db.migrate import MIGRATIONS_DIR, upgrade
@@ -70,10 +77,15 @@ _FMT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQL
 
 @dataclass(frozen=True, slots=True)
 class BenchData:
-    path: Path
+    path: Path | None  # the SQLite file; None on PostgreSQL
     leads: int
     team: list[tuple[int, Role]]  # (users.id, role), ids 1..len(TEAM)
     hot: list[int]  # lead ids with comments and history, spread over the table
+    url: str = ""  # the database URL (for SQLite derived from ``path``)
+
+    def __post_init__(self) -> None:
+        if not self.url and self.path is not None:
+            object.__setattr__(self, "url", f"sqlite+aiosqlite:///{self.path}")
 
     def telegram_id(self, user_id: int) -> int:
         return TG_BASE + user_id
@@ -90,19 +102,49 @@ def _schema_key() -> str:
     return digest.hexdigest()[:12]
 
 
+_LEAD_COLUMNS = (
+    "id",
+    "client_name",
+    "search_name",
+    "phone_number",
+    "status",
+    "source",
+    "budget",
+    "notes",
+    "assigned_to_id",
+    "created_by_id",
+    "created_at",
+    "updated_at",
+    "refusal_reason",
+    "deleted_at",
+    "deleted_by_id",
+    "reminder_count",
+)
+
+
 def hot_leads(leads: int) -> list[int]:
     step = max(1, leads // HOT_LEADS)
     return [1 + i * step + step // 2 for i in range(min(HOT_LEADS, leads))]
 
 
-def _team_rows(now: datetime) -> list[tuple[object, ...]]:
+def _sqlite_stamp(moment: datetime) -> str:
+    return moment.strftime(_FMT)
+
+
+def _server_stamp(moment: datetime) -> datetime:
+    return moment
+
+
+def _team_rows(now: datetime, stamp: Callable[[datetime], Any] = _sqlite_stamp) -> list[tuple[object, ...]]:
     return [
-        (user_id, TG_BASE + user_id, first, last, f"bench_{user_id}", role.value, 1, "ru", now.strftime(_FMT))
+        (user_id, TG_BASE + user_id, first, last, f"bench_{user_id}", role.value, True, "ru", stamp(now))
         for user_id, (role, first, last) in enumerate(TEAM, start=1)
     ]
 
 
-def _lead_rows(leads: int, now: datetime, rng: random.Random) -> Iterator[tuple[object, ...]]:
+def _lead_rows(
+    leads: int, now: datetime, rng: random.Random, stamp: Callable[[datetime], Any] = _sqlite_stamp
+) -> Iterator[tuple[object, ...]]:
     sellers = [i for i, (role, _, _) in enumerate(TEAM, start=1) if role == Role.SELLER]
     creators = [i for i, (role, _, _) in enumerate(TEAM, start=1) if role in (Role.ADMIN, Role.ROP, Role.MOP)]
     statuses = [s for s, w in _STATUSES for _ in range(w)]
@@ -112,7 +154,7 @@ def _lead_rows(leads: int, now: datetime, rng: random.Random) -> Iterator[tuple[
     folded = [fold_for_search(name) for name in names]
     for lead_id in range(1, leads + 1):
         created = start + timedelta(seconds=span * lead_id / (leads + 1))
-        created_s = created.strftime(_FMT)
+        created_s = stamp(created)
         status = statuses[rng.randrange(100)]
         name_index = rng.randrange(len(names))
         assignee = sellers[rng.randrange(len(sellers))] if rng.random() < 0.9 else None
@@ -156,9 +198,7 @@ def _fill(path: Path, leads: int) -> list[int]:
             _team_rows(now),
         )
         connection.executemany(
-            "INSERT INTO leads (id, client_name, search_name, phone_number, status, source, budget, notes,"
-            " assigned_to_id, created_by_id, created_at, updated_at, refusal_reason, deleted_at, deleted_by_id,"
-            " reminder_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO leads ({', '.join(_LEAD_COLUMNS)}) VALUES ({', '.join('?' for _ in _LEAD_COLUMNS)})",
             _lead_rows(leads, now, rng),
         )
         # The opened leads must be live: clear a soft-delete the dice may have put there.
@@ -221,6 +261,69 @@ def cached_database(leads: int = LEADS, *, rebuild: bool = False, log: bool = Tr
 
 def fresh_copy(data: BenchData, directory: Path) -> BenchData:
     """A private copy of the cached database in ``directory`` (the benchmark writes to its copy)."""
+    assert data.path is not None, "a PostgreSQL database has no copy: see written_to"
     target = directory / "bench.db"
     shutil.copyfile(data.path, target)
     return BenchData(path=target, leads=data.leads, team=data.team, hot=data.hot)
+
+
+async def _fill_server(url: str, leads: int) -> list[int]:
+    rng = random.Random(20261126)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    hot = hot_leads(leads)
+    await recreate_schema(url)
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await copy_rows(
+            connection,
+            "users",
+            ("id", "telegram_id", "first_name", "last_name", "username", "role", "is_active", "language", "created_at"),
+            _team_rows(now, _server_stamp),
+        )
+        await copy_rows(connection, "leads", _LEAD_COLUMNS, _lead_rows(leads, now, rng, _server_stamp))
+        await connection.execute(
+            "UPDATE leads SET deleted_at = NULL, deleted_by_id = NULL WHERE id = ANY($1::bigint[])", hot
+        )
+        await copy_rows(
+            connection,
+            "comments",
+            ("lead_id", "text", "created_by_id", "created_at"),
+            (
+                (lead_id, f"Комментарий {k} <b>не жирный</b>: перезвонить после обеда", 5 + k % 4, now)
+                for lead_id in hot
+                for k in range(NOTES_PER_HOT_LEAD)
+            ),
+        )
+        await copy_rows(
+            connection,
+            "lead_history",
+            ("lead_id", "action", "field", "old_value", "new_value", "changed_by_id", "changed_at"),
+            (
+                (lead_id, "updated", "budget", str(k * 1000), str((k + 1) * 1000), 3, now)
+                for lead_id in hot
+                for k in range(NOTES_PER_HOT_LEAD)
+            ),
+        )
+        await finish_load(connection, ["users", "leads"])
+    finally:
+        await connection.close()
+    return hot
+
+
+async def written_to(data: BenchData) -> None:
+    """A PostgreSQL database a benchmark is about to write to: the next run builds it again."""
+    await set_marker(data.url, None)
+
+
+def server_database(url: str, leads: int = LEADS, *, rebuild: bool = False, log: bool = True) -> BenchData:
+    """The same data in the PostgreSQL database at ``url`` (built now unless it holds them already)."""
+    team = [(user_id, role) for user_id, (role, _, _) in enumerate(TEAM, start=1)]
+    marker = f"bench/_data {schema_key('bench/_data ' + BUILDER_VERSION)} {leads}"
+    if not rebuild and asyncio.run(built_marker(url)) == marker:
+        return BenchData(path=None, url=url, leads=leads, team=team, hot=hot_leads(leads))
+    started = time.perf_counter()
+    hot = asyncio.run(_fill_server(url, leads))
+    asyncio.run(set_marker(url, marker))
+    if log:
+        print(f"built {leads:,} leads in {time.perf_counter() - started:.1f} s in PostgreSQL")
+    return BenchData(path=None, url=url, leads=leads, team=team, hot=hot)

@@ -3,6 +3,12 @@
 Run from the repository root::
 
     .venv/bin/python bench/bench_bot.py            # --rounds 5 --updates 400 --bursts 9 --rebuild --bound
+    .venv/bin/python bench/bench_bot.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/bench
+
+With ``--database-url postgresql+asyncpg://…`` the same million leads go into that PostgreSQL database,
+which the benchmark owns (its ``public`` schema is dropped and made again by the real migrations, the rows
+loaded by binary COPY; ``bench/_data.server_database``). The run writes to it (the creates), so the next
+run builds it again; on SQLite each run works on a private copy of a cached file.
 
 What it measures (issue 2, point 10). Real ``Update`` objects go through ``dispatcher.feed_update``
 of the dispatcher ``bot.factory.create_dispatcher`` builds for the running bot (middlewares, routers,
@@ -68,7 +74,7 @@ from aiogram.types import CallbackQuery, Message, Update  # noqa: E402
 from aiogram.types import User as TgUser  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from bench._data import TEAM, BenchData, cached_database, fresh_copy  # noqa: E402
+from bench._data import TEAM, BenchData, cached_database, fresh_copy, server_database, written_to  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.factory import create_dispatcher  # noqa: E402
 from db.engine import Database, open_database  # noqa: E402
@@ -311,10 +317,12 @@ async def count_leads(database: Database) -> int:
 
 async def main(args: argparse.Namespace, data: BenchData) -> int:
     with tempfile.TemporaryDirectory(prefix="leadbot-bench-") as tmp:
-        copy = fresh_copy(data, Path(tmp))
-        settings = Settings.model_validate(
-            {"bot": {"token": "42:TEST-TOKEN"}, "database": {"url": f"sqlite+aiosqlite:///{copy.path}"}}
-        )
+        if data.path is None:
+            await written_to(data)
+            copy = data
+        else:
+            copy = fresh_copy(data, Path(tmp))
+        settings = Settings.model_validate({"bot": {"token": "42:TEST-TOKEN"}, "database": {"url": copy.url}})
         database = open_database(settings.database.url)
         session = NullSession()
         bot = make_bot(session)
@@ -390,7 +398,8 @@ def report(
 ) -> None:
     print()
     print(
-        f"LeadBot dispatch benchmark · {data.leads:,} leads · {args.rounds} rounds × {args.updates} updates"
+        f"LeadBot dispatch benchmark · {data.leads:,} leads on {'SQLite' if data.path else 'PostgreSQL'}"
+        f" · {args.rounds} rounds × {args.updates} updates"
         f" · updates {'bound to the bot (--bound)' if args.bound else 'built without the bot'}"
         f" · Python {platform.python_version()} · {platform.machine()}"
     )
@@ -433,6 +442,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bursts", type=int, default=9, help="bursts of 100 mixed updates")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached database")
     parser.add_argument(
+        "--database-url",
+        default=None,
+        help="default: a private copy of the cached SQLite file; a postgresql+asyncpg:// URL names a database the"
+        " benchmark owns: its public schema is dropped and built again",
+    )
+    parser.add_argument(
         "--bound",
         action="store_true",
         help="feed updates already bound to the bot, as polling does (no dump-and-validate in feed_update)",
@@ -443,5 +458,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     arguments = parse_args()
     # Built (or found in the cache) before the event loop starts: building runs its own loop.
-    database = cached_database(arguments.leads, rebuild=arguments.rebuild)
+    if arguments.database_url:
+        database = server_database(arguments.database_url, arguments.leads, rebuild=arguments.rebuild)
+    else:
+        database = cached_database(arguments.leads, rebuild=arguments.rebuild)
     sys.exit(asyncio.run(main(arguments, database)))

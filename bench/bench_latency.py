@@ -3,6 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python bench/bench_latency.py      # options: --rounds 3 --leads 5000 --rate 35 --seconds 25
+    .venv/bin/python bench/bench_latency.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/bench
 
 What runs:
 
@@ -10,9 +11,11 @@ What runs:
   but ``getUpdates`` after a fixed delay (the round trip to Telegram; 150 or 300 ms), the requests
   overlapping as Telegram's do; ``getUpdates`` answers as soon as updates are queued;
 - **the bot**: ``leadbot run --config <tmp>/config.toml`` as a subprocess, long-polling that fake, with
-  the HTTP API enabled on a free local port, over a migrated SQLite file seeded through the core's
-  repositories (a team of 150: 2 admins, 8 heads of sales, 90 sales managers, 40 salespeople, 10
-  financiers; ``--leads`` leads, 90 % assigned to the salespeople; an API token for an admin);
+  the HTTP API enabled on a free local port, over a migrated SQLite file (or, with ``--database-url
+  postgresql+asyncpg://…``, a PostgreSQL database the benchmark owns: its ``public`` schema is dropped and
+  made again by the real migrations) seeded through the core's repositories (a team of 150: 2 admins,
+  8 heads of sales, 90 sales managers, 40 salespeople, 10 financiers; ``--leads`` leads, 90 % assigned
+  to the salespeople; an API token for an admin);
 - **the control**: a minimal aiogram bot with no database (``python bench/bench_latency.py control``: a
   plain ``Dispatcher`` whose handlers answer a message with one ``sendMessage``, and a button press with
   one ``sendMessage`` and ``answerCallbackQuery``: the same Bot API calls, in the same order, as the
@@ -216,7 +219,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(folder: Path, api_server: str, token: str, db_path: Path, admins: list[int], port: int) -> Path:
+def write_config(folder: Path, api_server: str, token: str, url: str, admins: list[int], port: int) -> Path:
     # The daily digest (and its catch-up at start, which sends once digest_time has passed today) is
     # put later today, so it cannot fire during the run and land on a person waiting for an answer.
     local = datetime.now(ZoneInfo("Asia/Tashkent"))  # [crm] timezone's default
@@ -228,7 +231,7 @@ token = "{token}"
 api_server = "{api_server}"
 
 [database]
-url = "sqlite+aiosqlite:///{db_path}"
+url = "{url}"
 
 [access]
 admins = {admins}
@@ -697,6 +700,7 @@ class Process:
 
 
 async def main(args: argparse.Namespace) -> int:
+    from bench._server import is_server, recreate_schema
     from tests.fake_bot_api import FakeBotAPI
     from tests.fakes import BOT_TOKEN
 
@@ -706,9 +710,11 @@ async def main(args: argparse.Namespace) -> int:
     processes: list[Process] = []
     with tempfile.TemporaryDirectory(prefix="leadbot-latency-") as tmp:
         folder = Path(tmp)
-        db_path = folder / "leadbot.db"
+        url = args.database_url or f"sqlite+aiosqlite:///{folder / 'leadbot.db'}"
         started = time.monotonic()
-        api_token = await seed(f"sqlite+aiosqlite:///{db_path}", people_list, args.leads)
+        if is_server(url):
+            await recreate_schema(url)
+        api_token = await seed(url, people_list, args.leads)
         print(
             f"seeded {len(people_list)} people and {args.leads:,} leads in {time.monotonic() - started:.1f} s",
             file=sys.stderr,
@@ -723,7 +729,7 @@ async def main(args: argparse.Namespace) -> int:
         control.start()
         try:
             port = free_port()
-            config = write_config(folder, bot_api.base_url, BOT_TOKEN, db_path, admins, port)
+            config = write_config(folder, bot_api.base_url, BOT_TOKEN, url, admins, port)
             leadbot = Path(sys.executable).parent / "leadbot"
             bot_proc = Process(
                 "leadbot run", [str(leadbot), "run", "--config", str(config)], folder, folder / "bot.log"
@@ -838,7 +844,8 @@ def report(
     bad = w_bot.errors + w_bot.missing
     print()
     print(
-        f"LeadBot latency benchmark · {args.leads:,} leads, 150 people · Python {platform.python_version()}"
+        f"LeadBot latency benchmark · {args.leads:,} leads, 150 people"
+        f" · {'PostgreSQL' if args.database_url else 'SQLite'} · Python {platform.python_version()}"
         f" · {platform.machine()} · {os.cpu_count()} CPUs · load average {os.getloadavg()[0]:.2f} at the end"
     )
     print()
@@ -932,6 +939,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=35.0, help="updates a second offered, sustained (default 35)")
     parser.add_argument("--seconds", type=float, default=25.0, help="length of the sustained run (default 25)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds an update may take to be answered")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="the bot's database (default: a fresh SQLite file in a temp folder); a postgresql+asyncpg:// URL names"
+        " a database the benchmark owns: its public schema is dropped and built again by the migrations",
+    )
     return parser.parse_args(argv)
 
 

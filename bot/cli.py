@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 Command = Callable[["Settings", argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[str, Command, Callable[[argparse.ArgumentParser], None] | None]] = {}
 # Commands that print a result and stop: they log warnings only (the services log what they do).
-_ONE_SHOT = frozenset({"doctor", "token", "copy-db", "sync"})
+_ONE_SHOT = frozenset({"doctor", "token", "copy-db", "sync", "migrate"})
 
 
 class CommandError(Exception):
@@ -104,6 +104,31 @@ def copy_db_command(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(copy())
+
+
+@command("migrate", "upgrade the database's schema to this version's head and exit (run and api do it at start too)")
+def migrate_command(settings: Settings, _args: argparse.Namespace) -> int:
+    """Once before several instances start (a deployment's one-shot step), so they never race to migrate."""
+    import asyncio
+
+    from bot.doctor import missing_sqlite_folder
+    from db.engine import open_database
+    from db.migrate import upgrade
+
+    folder = missing_sqlite_folder(settings.database.url)
+    if folder is not None:
+        raise CommandError(folder, 2)
+
+    async def migrate() -> None:
+        database = open_database(settings.database.url, pooled=False)
+        try:
+            await upgrade(database.write_engine)
+        finally:
+            await database.dispose()
+
+    asyncio.run(migrate())
+    print("the database's schema is at its head", file=sys.stderr)
+    return 0
 
 
 @command("doctor", "check the configuration end to end: token, database, Redis, the API port")

@@ -349,3 +349,14 @@ async def test_copy_db_copies_into_an_empty_sqlite_file(tmp_path: Path) -> None:
     result = await leadbot("copy-db", f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}", cwd=tmp_path)
     assert result.code == 0, result.err
     assert "users: 1" in result.out.splitlines() and "api_tokens: 1" in result.out.splitlines()
+
+
+async def test_migrate_brings_the_schema_to_its_head_and_exits(tmp_path: Path) -> None:
+    # What a deployment runs once before its instances start (docker-compose.yml's "migrate" service).
+    write_config(tmp_path / "config.toml", '[database]\nurl = "sqlite+aiosqlite:///leadbot.db"\n')
+    result = await leadbot("migrate", cwd=tmp_path)
+    assert result.code == 0, result.err
+    with sqlite3.connect(tmp_path / "leadbot.db") as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
+    again = await leadbot("migrate", cwd=tmp_path)
+    assert again.code == 0, again.err
