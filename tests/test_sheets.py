@@ -145,6 +145,29 @@ async def test_429_and_500_are_ridden_out(
     assert await sync.step() >= 1.0
 
 
+async def test_a_database_error_does_not_end_the_loop(
+    fake: FakeSheets,
+    config: GoogleSheetsSection,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    team: Team,
+    uow_factory: UnitOfWorkFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sync = make_sync(uow_factory, config, settings, http)
+
+    async def gone() -> bool:
+        raise OSError("the database is gone")
+
+    monkeypatch.setattr(sync, "take_turn", gone)
+    assert await sync.step() >= config.debounce.total_seconds()
+    assert sync.state.failures == 1 and "the database is gone" in (sync.state.last_error or "")
+    monkeypatch.undo()
+    await add_leads(uow_factory, team, 2)
+    assert await sync.step() == config.debounce.total_seconds() and sync.state.failures == 0
+    await assert_sheet_equals_database(fake, sync, uow_factory)
+
+
 async def test_a_restart_loses_nothing(
     fake: FakeSheets,
     config: GoogleSheetsSection,
