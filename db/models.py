@@ -343,7 +343,9 @@ class IntegrationLink(Base):
 
 class IntegrationState(Base):
     """Per integration: who sends, the last success, and what it must keep between restarts (amoCRM's
-    rotating OAuth tokens). ``secrets`` never leaves the core: no view or log shows it."""
+    rotating OAuth tokens). ``secrets`` never leaves the core: no view or log shows it. The row
+    ``google_sheets`` serves the Sheets export (``bot.sheets``) the same way: its turn says which instance
+    writes, its ``secrets`` hold a pending resync."""
 
     __tablename__ = "integration_state"
 
