@@ -21,8 +21,9 @@ copy): leads created evenly over the last two years, so 30 days hold about 1/24 
 
 ``--history`` first gives every live lead created in the last 31 days the history a real one has (its
 ``created`` row, its ``assigned`` row, the salesperson's status changes to «в работе» and on to its
-status now, a comment): the base data set has history on 200 leads only, so without it the per-lead
-subqueries of the analytics mostly find nothing. ``--no-export`` skips part 2.
+status now, a comment) and the report facts the repositories would have kept on it as those rows were
+written (``db.lead_facts``): the base data set has history on 200 leads only. ``--no-export`` skips
+part 2.
 
 Not a test: the figures go into docs/benchmarks.md.
 """
@@ -318,6 +319,9 @@ def _give_history(path: Path, days: int = 31) -> None:
         ).fetchall()
         history: list[tuple[object, ...]] = []
         comments: list[tuple[object, ...]] = []
+        # What the repositories keep on the lead as they write such rows (db.lead_facts): assigned at,
+        # first response (the comment, before any status change), ever «в работе».
+        facts: list[tuple[object, ...]] = []
         for lead_id, created_s, creator, assignee, status in leads:
             created = datetime.fromisoformat(created_s)
             history.append((lead_id, "created", None, None, "новый", creator, created_s))
@@ -326,6 +330,7 @@ def _give_history(path: Path, days: int = 31) -> None:
             history.append((lead_id, "assigned", None, None, f"seller {assignee}", creator, created_s))
             at = created + timedelta(seconds=rng.randrange(60, 6 * 3600))
             comments.append((lead_id, "Позвонил, перезвонить завтра", assignee, at.strftime(fmt)))
+            facts.append((created_s, at.strftime(fmt), status != "новый", lead_id))
             if status == "новый":
                 continue
             at += timedelta(seconds=rng.randrange(60, 3600))
@@ -341,6 +346,9 @@ def _give_history(path: Path, days: int = 31) -> None:
         )
         connection.executemany(
             "INSERT INTO comments (lead_id, text, created_by_id, created_at) VALUES (?, ?, ?, ?)", comments
+        )
+        connection.executemany(
+            "UPDATE leads SET assigned_at = ?, first_response_at = ?, ever_in_work = ? WHERE id = ?", facts
         )
         connection.execute("COMMIT")
         print(f"history: {len(history):,} rows and {len(comments):,} comments for {len(leads):,} leads")
