@@ -113,7 +113,8 @@ def _sync(session: AsyncSession, rows: Iterable[Any], columns: tuple[Any, ...]) 
 
 
 async def refresh(session: AsyncSession, lead_ids: Iterable[int] | None = None) -> None:
-    """Recompute the facts of ``lead_ids`` (every lead when None) from their history and comments."""
+    """Recompute the facts of ``lead_ids`` from their history and comments; the leads among them loaded
+    in the session show the new values. None: every lead, in one statement, loaded ones left as they are."""
     values = {"assigned_at": _assigned_at(), "first_response_at": _first_response(), "ever_in_work": _ever_in_work()}
     if lead_ids is None:
         await session.execute(update(Lead).values(values).execution_options(synchronize_session=False))
