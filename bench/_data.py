@@ -231,19 +231,23 @@ def _fill(path: Path, leads: int) -> list[int]:
     return hot
 
 
-async def _migrate(path: Path) -> None:
+async def _migrate(path: Path, revision: str = "head") -> None:
     database = open_database(f"sqlite+aiosqlite:///{path}")
     try:
-        await upgrade(database.write_engine)
+        await upgrade(database.write_engine, revision)
     finally:
         await database.dispose()
 
 
-def cached_database(leads: int = LEADS, *, rebuild: bool = False, log: bool = True) -> BenchData:
-    """The built database file (built now unless a cached one with the same schema exists)."""
+def cached_database(
+    leads: int = LEADS, *, rebuild: bool = False, log: bool = True, revision: str = "head"
+) -> BenchData:
+    """The built database file (built now unless a cached one with the same schema exists); migrated to
+    ``revision`` (a benchmark of a later migration starts from an earlier one)."""
     cache_dir = Path(tempfile.gettempdir()) / "leadbot-bench"
     cache_dir.mkdir(exist_ok=True)
-    path = cache_dir / f"leads-{leads}-{_schema_key()}.db"
+    at = "" if revision == "head" else f"-at-{revision}"
+    path = cache_dir / f"leads-{leads}-{_schema_key()}{at}.db"
     team = [(user_id, role) for user_id, (role, _, _) in enumerate(TEAM, start=1)]
     if path.exists() and not rebuild:
         return BenchData(path=path, leads=leads, team=team, hot=hot_leads(leads))
@@ -251,7 +255,7 @@ def cached_database(leads: int = LEADS, *, rebuild: bool = False, log: bool = Tr
     building = path.with_suffix(".building")
     for stale in (building, building.with_name(building.name + "-wal"), building.with_name(building.name + "-shm")):
         stale.unlink(missing_ok=True)
-    asyncio.run(_migrate(building))
+    asyncio.run(_migrate(building, revision))
     hot = _fill(building, leads)
     building.replace(path)
     if log:

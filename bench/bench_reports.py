@@ -1,6 +1,7 @@
 """Benchmark of issue 12's reports: the analytics on 1,000,000 leads and the Excel export of 100,000.
 
     python -m bench.bench_reports [--leads 1000000] [--export-leads 100000] [--runs 5] [--rebuild]
+                                  [--history] [--no-export] [--backfill]
 
 The databases are ``bench._data``'s (built once, cached in the temp directory, each run on a private
 copy): leads created evenly over the last two years, so 30 days hold about 1/24 of them.
@@ -19,6 +20,16 @@ copy): leads created evenly over the last two years, so 30 days hold about 1/24 
    ``write_row`` in ``constant_memory`` mode. Memory: the child resets its peak resident size (VmHWM, via
    ``/proc/self/clear_refs``) just before the work and reads it after.
 
+``--history`` first gives every live lead created in the last 31 days the history a real one has (its
+``created`` row, its ``assigned`` row, the salesperson's status changes to «в работе» and on to its
+status now, a comment) and the report facts the repositories would have kept on it as those rows were
+written (``db.lead_facts``): the base data set has history on 200 leads only. ``--no-export`` skips
+part 2.
+
+``--backfill`` instead times migration 0008 (which adds the report facts to ``leads`` and fills them from
+the history and comments) on a database at revision 0007 whose live leads all have such history, then
+checks a sample of 5,000 leads against ``db.lead_facts.refresh``.
+
 Not a test: the figures go into docs/benchmarks.md.
 """
 
@@ -28,27 +39,31 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 
 from api.app import create_app
 from bench._data import BenchData, cached_database, fresh_copy
 from bot.config import Settings
 from bot.texts import texts_for
 from bot.xlsx_export import export_to_file
+from db import lead_facts
 from db.analytics import Period
 from db.engine import Database, open_database
 from db.enums import Role
+from db.migrate import upgrade
+from db.models import Lead
 from db.repositories import LeadFilter
 from db.uow import UnitOfWorkFactory
 
@@ -298,12 +313,116 @@ def _export(data: BenchData) -> None:
     print(f"export vs raw fetch + bare XlsxWriter: {export['seconds'] / bare['seconds']:.1f}× the time")
 
 
+def _give_history(path: Path, days: int | None = 31, *, facts: bool = True) -> None:
+    """Realistic history and a comment for the live leads created in the last ``days`` days (all of them
+    for None), in raw sqlite3, written a chunk of leads at a time; with ``facts``, the report facts the
+    repositories would have kept on them (a database before migration 0008 has no such columns)."""
+    rng = random.Random(12)
+    fmt = "%Y-%m-%d %H:%M:%S.%f"
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        since = "" if days is None else (datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days)).strftime(fmt)
+        leads = connection.execute(
+            "SELECT id, created_at, created_by_id, assigned_to_id, status FROM leads"
+            " WHERE deleted_at IS NULL AND created_at >= ?",
+            (since,),
+        ).fetchall()
+        written = [0, 0]
+        connection.execute("BEGIN")
+        for first in range(0, len(leads), 50_000):
+            history: list[tuple[object, ...]] = []
+            comments: list[tuple[object, ...]] = []
+            # What the repositories keep on the lead as they write such rows (db.lead_facts): assigned at,
+            # first response (the comment, before any status change), ever «в работе».
+            kept: list[tuple[object, ...]] = []
+            for lead_id, created_s, creator, assignee, status in leads[first : first + 50_000]:
+                created = datetime.fromisoformat(created_s)
+                history.append((lead_id, "created", None, None, "новый", creator, created_s))
+                if assignee is None:
+                    continue
+                history.append((lead_id, "assigned", None, None, f"seller {assignee}", creator, created_s))
+                at = created + timedelta(seconds=rng.randrange(60, 6 * 3600))
+                comments.append((lead_id, "Позвонил, перезвонить завтра", assignee, at.strftime(fmt)))
+                kept.append((created_s, at.strftime(fmt), status != "новый", lead_id))
+                if status == "новый":
+                    continue
+                at += timedelta(seconds=rng.randrange(60, 3600))
+                history.append((lead_id, "status_changed", None, "новый", "в работе", assignee, at.strftime(fmt)))
+                if status != "в работе":
+                    at += timedelta(seconds=rng.randrange(3600, 5 * 86400))
+                    history.append((lead_id, "status_changed", None, "в работе", status, assignee, at.strftime(fmt)))
+            connection.executemany(
+                "INSERT INTO lead_history (lead_id, action, field, old_value, new_value, changed_by_id, changed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                history,
+            )
+            connection.executemany(
+                "INSERT INTO comments (lead_id, text, created_by_id, created_at) VALUES (?, ?, ?, ?)", comments
+            )
+            if facts:
+                connection.executemany(
+                    "UPDATE leads SET assigned_at = ?, first_response_at = ?, ever_in_work = ? WHERE id = ?", kept
+                )
+            written[0] += len(history)
+            written[1] += len(comments)
+        connection.execute("COMMIT")
+        print(f"history: {written[0]:,} rows and {written[1]:,} comments for {len(leads):,} leads")
+    finally:
+        connection.close()
+
+
+# The revision before the report facts were kept on the lead: --backfill migrates from it.
+BEFORE_FACTS = "0007"
+
+
+async def _upgrade_seconds(path: Path) -> float:
+    database = open_database(_url(path))
+    try:
+        started = time.perf_counter()
+        await upgrade(database.write_engine)
+        return time.perf_counter() - started
+    finally:
+        await database.dispose()
+
+
+async def _recomputed_differently(path: Path, sample: int) -> tuple[int, int]:
+    """(leads sampled, how many of them db.lead_facts.refresh would change): the backfill's check."""
+    database = open_database(_url(path))
+    columns = (Lead.id, Lead.assigned_at, Lead.first_response_at, Lead.ever_in_work)
+    try:
+        async with database.writer() as session:
+            total = int(await session.scalar(select(func.max(Lead.id))) or 0)
+            ids = sorted(random.Random(8).sample(range(1, total + 1), min(sample, total)))
+            before = set((await session.execute(select(*columns).where(Lead.id.in_(ids)))).all())
+            await lead_facts.refresh(session, ids)
+            after = set((await session.execute(select(*columns).where(Lead.id.in_(ids)))).all())
+            await session.rollback()
+        return len(before), len(after - before)
+    finally:
+        await database.dispose()
+
+
+def _backfill(leads: int, directory: Path, rebuild: bool) -> None:
+    """Migration 0008 on ``leads`` leads that all have history: the seconds of its upgrade (adding the
+    columns and filling them), then a sample recomputed by db.lead_facts against what it filled."""
+    data = fresh_copy(cached_database(leads, rebuild=rebuild, revision=BEFORE_FACTS), directory)
+    _give_history(data.path, days=None, facts=False)
+    seconds = asyncio.run(_upgrade_seconds(data.path))
+    print(f"\nmigration {BEFORE_FACTS} → head (0008: add the report facts, backfill them): {seconds:.1f} s")
+    sampled, changed = asyncio.run(_recomputed_differently(data.path, 5000))
+    print(f"backfill vs db.lead_facts.refresh on {sampled:,} random leads: {changed} differ")
+    data.path.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--export-leads", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--history", action="store_true", help="realistic history for the last 31 days' leads")
+    parser.add_argument("--no-export", action="store_true", help="the analytics only")
+    parser.add_argument("--backfill", action="store_true", help="time migration 0008 on leads that all have history")
     parser.add_argument("--child", choices=("export", "raw", "raw+xlsxwriter"), help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -312,9 +431,16 @@ def main() -> None:
         return
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="leadbot-bench-") as tmp:
+        if args.backfill:
+            _backfill(args.leads, Path(tmp), args.rebuild)
+            return
         big = fresh_copy(cached_database(args.leads, rebuild=args.rebuild), Path(tmp))
+        if args.history:
+            _give_history(big.path)
         asyncio.run(_analytics(big, args.runs))
         big.path.unlink()
+        if args.no_export:
+            return
         small_dir = Path(tmp) / "export"
         small_dir.mkdir()
         small = fresh_copy(cached_database(args.export_leads, rebuild=args.rebuild), small_dir)

@@ -5,12 +5,17 @@ lead's row is marked deleted, never left stale. What to write next is read from 
 memory: the leads whose ``(updated_at, id)`` is past a cursor (``db.exports.changed_since``). The cursor
 is stored in the sheet itself (cell ``CURSOR_CELL``), in the same ``values:batchUpdate`` as the rows it
 covers, so a restart, or Google being down, loses nothing: the next write starts where the last
-successful one ended.
+successful one ended. A change takes its ``updated_at`` before its transaction commits, so one committed
+late can land behind the cursor: each step also looks ``LOOKBACK`` behind the cursor and writes the rows
+there it has not written in their current version (after a restart it rewrites that minute once).
 
 Quota (60 writes a minute per user): changes are gathered for ``debounce`` and written together, one
 request of up to ``batch`` rows; a rolling window keeps to ``writes_per_minute``; 429 and 5xx answers (and
-network errors) back off exponentially, honouring ``Retry-After``. The database unit is closed before any
-request to Google.
+network errors) back off exponentially, honouring ``Retry-After``. The quota is the service account's, not
+the process's: with several instances only one writes at a time, the one holding the turn in
+``integration_state`` (row ``TURN_KEY``, as the integrations' workers do), renewed before each write; when
+it stops or dies another takes over from the cursor in the sheet. A resync asked on any instance is kept
+in that row until the writer takes it. The database unit is closed before any request to Google.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,6 +43,7 @@ from bot.config import GoogleSheetsSection, Settings
 from bot.presentation.views import status_label
 from bot.texts import Texts, texts_for
 from db.exports import Cursor, ExportRow, changed_since
+from db.models import utcnow
 from db.settings import CrmSection
 from db.uow import UnitOfWorkFactory
 
@@ -45,9 +52,12 @@ log = logging.getLogger(__name__)
 SCOPE = "https://www.googleapis.com/auth/spreadsheets"
 LAST_COLUMN = "L"
 CURSOR_CELL = "N1"
-# A change is handed on once it is this old: a transaction still committing took its updated_at earlier.
-SETTLE = timedelta(seconds=2)
+# How far behind the cursor each step looks for changes whose transaction committed late.
+LOOKBACK = timedelta(minutes=1)
 MAX_BACKOFF = 300.0
+# The integration_state row that says which instance writes the sheet, and how long a turn lasts unrenewed.
+TURN_KEY = "google_sheets"
+TURN = timedelta(seconds=30)
 _EPOCH = (datetime(1970, 1, 1, tzinfo=UTC), 0)
 # The columns A..L, as the Excel export names them.
 HEADER_KEYS = (
@@ -189,6 +199,7 @@ class SyncState:
     last_error: str | None = None
     last_error_at: datetime | None = None
     failures: int = 0  # in a row
+    writer: bool | None = None  # this instance holds the turn (None: not asked yet; False: another does)
     writes: deque[float] = field(default_factory=deque)  # monotonic times of the writes of the last minute
 
 
@@ -204,7 +215,9 @@ class SheetsSync:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff_base: float = 1.0,
-        settle: timedelta = SETTLE,
+        lookback: timedelta = LOOKBACK,
+        sender_id: str | None = None,
+        turn: timedelta = TURN,
     ) -> None:
         self.uow_factory = uow_factory
         self.config = config
@@ -214,9 +227,13 @@ class SheetsSync:
         self.clock = clock
         self.sleep = sleep
         self.backoff_base = backoff_base
-        self.settle = settle
+        self.lookback = lookback
+        self.sender_id = sender_id or uuid.uuid4().hex
+        self.turn = turn
         self.state = SyncState()
         self._resync = False
+        # The version (updated_at) of each lead written whose updated_at is within LOOKBACK of the cursor.
+        self._recent: dict[int, datetime] = {}
 
     # ---- rows ----------------------------------------------------------------------------------------
 
@@ -247,52 +264,113 @@ class SheetsSync:
 
     # ---- one step ------------------------------------------------------------------------------------
 
-    def request_resync(self) -> None:
-        """Rewrite every row from the first lead on (the cursor goes back to the start)."""
-        self._resync = True
+    async def request_resync(self) -> None:
+        """Rewrite every row from the first lead on (the cursor goes back to the start), by whichever
+        instance writes: the request waits in the turn's row until the writer takes it."""
+        async with self.uow_factory() as uow:
+            await uow.integrations.save_secrets(TURN_KEY, {"resync": True})
+            await uow.commit()
+
+    async def take_turn(self) -> bool:
+        """Become (or stay) the one writer of the sheet across instances; False while another's turn lasts."""
+        now = utcnow()
+        resync = False
+        async with self.uow_factory() as uow:
+            held = await uow.integrations.take_turn(TURN_KEY, self.sender_id, now=now, until=now + self.turn)
+            if held and ((await uow.integrations.secrets(TURN_KEY)) or {}).get("resync"):
+                await uow.integrations.save_secrets(TURN_KEY, {})
+                resync = True
+            await uow.commit()
+        if held and self.state.writer is not True:
+            self.state.cursor = None  # another instance may have written meanwhile: the sheet's cursor counts
+        self.state.writer = held
+        self._resync = self._resync or resync
+        return held
+
+    async def end_turn(self) -> None:
+        """Give the turn up (on stop), so that another instance takes over at once."""
+        if not self.state.writer:
+            return
+        self.state.writer = None
+        with contextlib.suppress(Exception):  # the database is gone: the turn lapses on its own
+            async with self.uow_factory() as uow:
+                await uow.integrations.end_turn(TURN_KEY, self.sender_id)
+                await uow.commit()
 
     async def _cursor(self) -> Cursor:
         if self._resync:
             self._resync = False
             self.state.cursor = _EPOCH
+            self._recent.clear()
         if self.state.cursor is None:
+            self._recent.clear()
             values = await self.client.read(CURSOR_CELL)
             stored = parse_cursor(values[0][0]) if values and values[0] else None
             self.state.cursor = stored or _EPOCH
         return self.state.cursor
 
-    async def _within_quota(self) -> None:
+    async def _within_quota(self) -> bool:
+        """Waits until a write fits in the rolling minute and counts it; True if it had to wait."""
         window = self.state.writes
+        waited = False
         while True:
             now = self.clock()
             while window and now - window[0] >= 60:
                 window.popleft()
             if len(window) < self.config.writes_per_minute:
                 window.append(now)
-                return
+                return waited
+            waited = True
             await self.sleep(60 - (now - window[0]))
 
     async def run_once(self) -> int:
-        """Hands on the next batch of changes, if any: the rows written (0 when up to date)."""
-        cursor = await self._cursor()
-        until = datetime.now(UTC) - self.settle
-        async with self.uow_factory(read_only=True) as uow:
-            leads = await changed_since(uow.session, cursor, until, self.config.batch)
-        if not leads:
+        """Hands on the next batch of changes, if any: the rows written (0 when up to date, or when
+        another instance writes)."""
+        if not await self.take_turn():
             return 0
-        last = leads[-1]
+        cursor = await self._cursor()
+        batch = self.config.batch
+        async with self.uow_factory(read_only=True) as uow:
+            # Future stamps (a clock ahead) wait until they are past: the cursor never jumps ahead of now.
+            leads = await changed_since(uow.session, cursor, datetime.now(UTC), batch)
+            window = (
+                []
+                if cursor == _EPOCH
+                else await changed_since(uow.session, (cursor[0] - self.lookback, 0), cursor[0], 10**9)
+            )
+        ahead = {lead.id for lead in leads}
+        late = [
+            lead
+            for lead in window
+            if lead.id not in ahead
+            and lead.updated_at > cursor[0] - self.lookback
+            and self._recent.get(lead.id) != lead.updated_at
+        ][:batch]
+        leads = leads[: batch - len(late)]
+        if not leads and not late:
+            return 0
         ranges: list[tuple[str, list[list[Any]]]] = []
         if cursor == _EPOCH:
             ranges.append((f"A1:{LAST_COLUMN}1", [self.header()]))
-        ranges += [(f"A{lead.id + 1}:{LAST_COLUMN}{lead.id + 1}", [self.row(lead)]) for lead in leads]
-        new_cursor = (last.updated_at, last.id)
+        ranges += [(f"A{lead.id + 1}:{LAST_COLUMN}{lead.id + 1}", [self.row(lead)]) for lead in [*late, *leads]]
+        new_cursor = (leads[-1].updated_at, leads[-1].id) if leads else cursor
         ranges.append((CURSOR_CELL, [[format_cursor(new_cursor)]]))
-        await self._within_quota()
+        if await self._within_quota() and not await self.take_turn():
+            self.state.writes.pop()  # not written after all
+            return 0  # the turn lapsed while waiting: another instance writes now
         await self.client.write(ranges)
         self.state.cursor = new_cursor
-        self.state.rows_written += len(leads)
+        horizon = new_cursor[0] - self.lookback
+        self._recent.update((lead.id, lead.updated_at) for lead in [*late, *leads])
+        self._recent = {lead_id: at for lead_id, at in self._recent.items() if at > horizon}
+        self.state.rows_written += len(late) + len(leads)
         self.state.last_write_at = datetime.now(UTC)
-        return len(leads)
+        return len(late) + len(leads)
+
+    def _failed(self, message: str) -> None:
+        self.state.failures += 1
+        self.state.last_error = message
+        self.state.last_error_at = datetime.now(UTC)
 
     def backoff(self, error: SheetsError) -> float:
         if error.retry_after is not None:
@@ -305,11 +383,13 @@ class SheetsSync:
         try:
             written = await self.run_once()
         except SheetsError as error:
-            self.state.failures += 1
-            self.state.last_error = str(error)
-            self.state.last_error_at = datetime.now(UTC)
+            self._failed(str(error))
             log.warning("google sheets: %s", error)
             return self.backoff(error) if error.transient else max(self.backoff(error), debounce)
+        except Exception as error:  # the database was unavailable, say: keep going, nothing is lost
+            self._failed(f"{type(error).__name__}: {error}")
+            log.exception("google sheets: a step failed; retrying")
+            return max(self.backoff(SheetsError(0, "")), debounce)
         self.state.failures = 0
         # A full batch means more is waiting: go on at once (the quota window still holds).
         return 0.0 if written >= self.config.batch else debounce
@@ -346,6 +426,7 @@ class SheetsExporter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.sync.end_turn()
         await self.http.aclose()
 
 

@@ -17,8 +17,9 @@ What is counted (the same for the bot, the HTTP API, the exports and the PDF):
 - weekly cohorts: leads created in each week (Monday to Sunday, in the CRM's time zone) and how many of
   them are closed by now; leads per day, in the CRM's time zone.
 
-One statement reads one row per lead of the period (with its assignment time and first response as
-correlated subqueries, portable to SQLite and PostgreSQL); the figures are summed up from those rows.
+One statement reads one row per lead of the period, from ``leads`` alone: the lead's assignment time,
+first response and whether it was ever «в работе» are kept on it as its history grows (``db.lead_facts``,
+by the same rules); the figures are summed up from those rows.
 """
 
 from __future__ import annotations
@@ -31,14 +32,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from db import permissions
-from db.enums import HistoryAction, LeadStatus
+from db.enums import LeadStatus
 from db.errors import Forbidden, InvalidInput
-from db.models import Comment, Lead, LeadHistory, User, person_name
+from db.models import Lead, User, person_name
 from db.permissions import Actor
 from db.settings import CrmSection
 
@@ -201,52 +201,13 @@ class _LeadFacts:
     refusal_reason: str | None
     was_in_work: bool
     assigned_at: datetime | None
-    first_status_by_assignee: datetime | None
-    first_comment_by_assignee: datetime | None
+    first_response_at: datetime | None
 
 
 def _lead_facts_query(start: datetime, end: datetime, seller_id: int | None) -> Any:
-    history = aliased(LeadHistory)
-    assigned_at = (
-        select(func.max(history.changed_at))
-        .where(history.lead_id == Lead.id, history.action == HistoryAction.ASSIGNED.value)
-        .correlate(Lead)
-        .scalar_subquery()
-    )
-    since = func.coalesce(assigned_at, Lead.created_at)
-    status_row = aliased(LeadHistory)
-    first_status = (
-        select(func.min(status_row.changed_at))
-        .where(
-            status_row.lead_id == Lead.id,
-            status_row.action == HistoryAction.STATUS_CHANGED.value,
-            status_row.changed_by_id == Lead.assigned_to_id,
-            status_row.changed_at >= since,
-        )
-        .correlate(Lead)
-        .scalar_subquery()
-    )
-    first_comment = (
-        select(func.min(Comment.created_at))
-        .where(
-            Comment.lead_id == Lead.id,
-            Comment.created_by_id == Lead.assigned_to_id,
-            Comment.created_at >= since,
-        )
-        .correlate(Lead)
-        .scalar_subquery()
-    )
-    in_work_row = aliased(LeadHistory)
-    was_in_work = or_(
-        Lead.status.in_([LeadStatus.IN_WORK.value, LeadStatus.CLOSED.value]),
-        exists().where(
-            and_(
-                in_work_row.lead_id == Lead.id,
-                in_work_row.action == HistoryAction.STATUS_CHANGED.value,
-                in_work_row.new_value == LeadStatus.IN_WORK.value,
-            )
-        ),
-    )
+    """One row per lead of the period, from ``leads`` alone: what its history holds for the figures is
+    kept on the lead (``db.lead_facts``)."""
+    was_in_work = or_(Lead.status.in_([LeadStatus.IN_WORK.value, LeadStatus.CLOSED.value]), Lead.ever_in_work)
     stmt = select(
         Lead.source,
         Lead.status,
@@ -254,9 +215,8 @@ def _lead_facts_query(start: datetime, end: datetime, seller_id: int | None) -> 
         Lead.created_at,
         Lead.refusal_reason,
         was_in_work,
-        assigned_at,
-        first_status,
-        first_comment,
+        Lead.assigned_at,
+        Lead.first_response_at,
     ).where(Lead.deleted_at.is_(None), Lead.created_at >= start, Lead.created_at < end)
     if seller_id is not None:
         stmt = stmt.where(Lead.assigned_to_id == seller_id)
@@ -264,12 +224,16 @@ def _lead_facts_query(start: datetime, end: datetime, seller_id: int | None) -> 
 
 
 def _aware(value: Any) -> datetime | None:
-    """A timestamp from an aggregate: the column's type applies to max()/min(), but be explicit."""
+    """A timestamp as read: the column's type makes it aware already, but be explicit."""
     if value is None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# Rows per partition the period's leads are streamed in.
+STREAM_PARTITION = 1000
 
 
 def analytics_scope(actor: Actor) -> int | None:
@@ -289,22 +253,13 @@ class AnalyticsRepository:
         tz = self.crm.tz
         start, end = period.bounds(tz)
         tally = Tally(period, tz)
-        # One row at a time into the tally: memory holds the figures, not the period's leads.
-        result = await self.session.stream(_lead_facts_query(start, end, scope))
-        async for row in result:
-            tally.add(
-                _LeadFacts(
-                    source=row[0],
-                    status=LeadStatus(row[1]),
-                    assigned_to_id=row[2],
-                    created_at=row[3],
-                    refusal_reason=row[4],
-                    was_in_work=bool(row[5]),
-                    assigned_at=_aware(row[6]),
-                    first_status_by_assignee=_aware(row[7]),
-                    first_comment_by_assignee=_aware(row[8]),
-                )
-            )
+        # Into the tally a partition at a time: memory holds the figures and one partition, not the period's
+        # leads; partitions, not single rows, so the driver is awaited once per STREAM_PARTITION rows.
+        query = _lead_facts_query(start, end, scope).execution_options(yield_per=STREAM_PARTITION)
+        result = await self.session.stream(query)
+        async for partition in result.partitions():
+            for row in partition:
+                self._add(tally, row)
         names: dict[int, str] = {}
         if tally.sellers:
             rows = await self.session.execute(
@@ -312,6 +267,21 @@ class AnalyticsRepository:
             )
             names = {user_id: person_name(first, last, user_id) for user_id, first, last in rows}
         return tally.summary(names, own_only=scope is not None, timezone=self.crm.timezone)
+
+    @staticmethod
+    def _add(tally: Tally, row: Any) -> None:
+        tally.add(
+            _LeadFacts(
+                source=row[0],
+                status=LeadStatus(row[1]),
+                assigned_to_id=row[2],
+                created_at=row[3],
+                refusal_reason=row[4],
+                was_in_work=bool(row[5]),
+                assigned_at=_aware(row[6]),
+                first_response_at=_aware(row[7]),
+            )
+        )
 
 
 class Tally:
@@ -349,10 +319,9 @@ class Tally:
             seller.closed += closed
             seller.refused += refused
             seller.waiting += lead.status == LeadStatus.NEW
-            answers = [a for a in (lead.first_status_by_assignee, lead.first_comment_by_assignee) if a is not None]
-            if answers:
+            if lead.first_response_at is not None:
                 since = lead.assigned_at or lead.created_at
-                seller.response_seconds.append((min(answers) - since).total_seconds())
+                seller.response_seconds.append((lead.first_response_at - since).total_seconds())
             else:
                 seller.unanswered += 1
         if refused and lead.refusal_reason and lead.refusal_reason.strip():

@@ -142,6 +142,12 @@ class Lead(Base):
     # Reminder state lives here so restarts neither repeat nor skip a reminder.
     reminder_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_reminder_at: Mapped[datetime | None]
+    # What the reports need of the lead's history and comments, kept by the repositories in the same
+    # transaction as the rows they sum up (db.lead_facts has the rules): bookkeeping, like the reminder
+    # state, so writing them never moves updated_at by itself.
+    assigned_at: Mapped[datetime | None]  # its latest ``assigned`` history row
+    first_response_at: Mapped[datetime | None]  # the assignee's first status change or comment since
+    ever_in_work: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     assigned_to: Mapped[User | None] = relationship(foreign_keys=[assigned_to_id], lazy="joined")
     created_by: Mapped[User] = relationship(foreign_keys=[created_by_id], lazy="joined")
@@ -343,7 +349,9 @@ class IntegrationLink(Base):
 
 class IntegrationState(Base):
     """Per integration: who sends, the last success, and what it must keep between restarts (amoCRM's
-    rotating OAuth tokens). ``secrets`` never leaves the core: no view or log shows it."""
+    rotating OAuth tokens). ``secrets`` never leaves the core: no view or log shows it. The row
+    ``google_sheets`` serves the Sheets export (``bot.sheets``) the same way: its turn says which instance
+    writes, its ``secrets`` hold a pending resync."""
 
     __tablename__ = "integration_state"
 

@@ -23,6 +23,10 @@ def render(texts: Texts, exporter: SheetsExporter, settings: Settings) -> str:
     lines = [
         texts.t("sheets.title", spreadsheet=esc(exporter.config.spreadsheet_id), sheet=esc(exporter.config.sheet)),
         texts.t("sheets.running" if exporter.running else "sheets.stopped"),
+    ]
+    if exporter.running and state.writer is False:
+        lines.append(texts.t("sheets.other_writer"))
+    lines += [
         texts.t(
             "sheets.progress",
             rows=state.rows_written,
@@ -60,7 +64,7 @@ async def cmd_sheets(
         await message.answer(texts.t("sheets.not_configured"))
         return
     if (command.args or "").strip().lower() == "resync":
-        sheets.sync.request_resync()
+        await sheets.sync.request_resync()
         await message.answer(texts.t("sheets.resync"))
         return
     await message.answer(render(texts, sheets, settings))

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from db import lead_facts
 from db.enums import HistoryAction, LeadStatus
 from db.models import Comment, Lead, LeadHistory
 from db.uow import UnitOfWorkFactory
@@ -131,7 +132,10 @@ def _row(
 
 
 async def store(uow_factory: UnitOfWorkFactory, leads: list[SimLead], created_by: int) -> None:
+    """The simulated leads, their history and comments, written as rows; then their report facts
+    (``db.lead_facts``) recomputed from those rows, as for any rows written around the repositories."""
     async with uow_factory() as uow:
+        ids: list[int] = []
         for index, sim in enumerate(leads):
             lead = Lead(
                 client_name=f"Клиент {index}",
@@ -148,8 +152,10 @@ async def store(uow_factory: UnitOfWorkFactory, leads: list[SimLead], created_by
             )
             uow.session.add(lead)
             await uow.session.flush()
+            ids.append(lead.id)
             uow.session.add_all(LeadHistory(lead_id=lead.id, **row) for row in sim.history)
             uow.session.add_all(Comment(lead_id=lead.id, **row) for row in sim.comments)
+        await lead_facts.refresh(uow.session, ids)
         await uow.commit()
 
 

@@ -1,7 +1,9 @@
 """A fake of Google's token endpoint and the Sheets values API on 127.0.0.1 (aiohttp), for bot.sheets.
 
 It checks the service account's JWT (RS256, with the public key of the key file it was given), keeps the
-cells of one sheet in memory, records each write, and fails the next requests on demand (``fail``).
+cells of one sheet in memory, records each write, and fails the next requests on demand (``fail``). Like
+Google it allows ``quota`` writes in any rolling minute (of ``clock``) and answers 429 past that, counting
+each in ``over_quota``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -51,6 +54,9 @@ class FakeSheets:
     requests: list[str] = field(default_factory=list)
     failures: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     port: int = 0
+    quota: int = 60
+    over_quota: int = 0
+    clock: Callable[[], float] = time.monotonic
     _runner: web.AppRunner | None = None
 
     def fail(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
@@ -118,6 +124,10 @@ class FakeSheets:
             value = self.cells.get((row, col))
             return web.json_response({"values": [[value]]} if value is not None else {})
         if request.method == "POST" and rest == "values:batchUpdate":
+            now = self.clock()
+            if sum(1 for at in self.writes if now - at < 60) >= self.quota:
+                self.over_quota += 1
+                return web.json_response({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}, status=429)
             body = await request.json()
             assert body["valueInputOption"] == "RAW"
             for item in body["data"]:
@@ -125,6 +135,6 @@ class FakeSheets:
                 for r, values in enumerate(item["values"]):
                     for c, value in enumerate(values):
                         self.cells[(row + r, col + c)] = value
-            self.writes.append(time.monotonic())
+            self.writes.append(now)
             return web.json_response({"totalUpdatedCells": sum(len(i["values"][0]) for i in body["data"])})
         return web.json_response({"error": "unknown"}, status=404)

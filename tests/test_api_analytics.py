@@ -94,3 +94,13 @@ async def test_documented_in_openapi(client: httpx.AsyncClient) -> None:
     assert {p["name"] for p in operation["parameters"]} == {"from", "to"}
     assert {"200", "400", "401", "403"} <= set(operation["responses"])
     assert operation["security"]
+    # The files: their media types, their parameters and errors.
+    xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    for path, media, params in (
+        ("/api/analytics/report.pdf", "application/pdf", {"from", "to"}),
+        ("/api/leads/export.xlsx", xlsx, {"from", "to", "status", "source", "assigned_to", "q", "updated_since"}),
+    ):
+        operation = schema["paths"][path]["get"]
+        assert media in operation["responses"]["200"]["content"], path
+        assert params <= {p["name"] for p in operation["parameters"]}, path
+        assert {"400", "401"} <= set(operation["responses"]) and operation["security"], path

@@ -13,9 +13,13 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import open_database
+from db.engine import Database, open_database
 from db.migrate import alembic_config, downgrade, upgrade
 from db.models import Base
+from db.uow import UnitOfWorkFactory
+from tests.analytics_data import simulate, store
+from tests.conftest import Team
+from tests.test_lead_facts import run_mixed_sequence, stored_and_recomputed
 
 
 def revisions() -> list[Script]:
@@ -81,3 +85,28 @@ async def test_the_comparison_notices_a_drift(fresh_engine: AsyncEngine) -> None
     kinds = {(d[0], getattr(d[1], "name", None)) for d in differences if isinstance(d, tuple)}
     assert ("add_index", "ix_comments_lead") in kinds
     assert any(d[0] == "remove_column" and d[3].name == "nickname" for d in differences if isinstance(d, tuple))
+
+
+async def test_the_backfill_of_0008_gives_what_the_repositories_keep(
+    database: Database, uow_factory: UnitOfWorkFactory, team: Team
+) -> None:
+    """Migration 0008 fills the report facts of existing leads from their rows (set-based SQL) exactly as
+    the repositories keep them change by change, and as db.lead_facts recomputes them; on SQLite and on
+    PostgreSQL (whichever the suite runs on)."""
+    await run_mixed_sequence(uow_factory, team)
+    # Rows written around the repositories, with a richer history (reassignments, reopenings, comments
+    # by others), their facts recomputed by db.lead_facts.
+    await store(
+        uow_factory,
+        simulate(seed=8, count=150, sellers=[team.seller.id, team.seller2.id], heads=[team.rop.id, team.admin.id]),
+        created_by=team.rop.id,
+    )
+    kept, recomputed = await stored_and_recomputed(uow_factory)
+    assert kept == recomputed and len(kept) > 150
+    assert any(first is None for _, first, _ in kept.values()) and any(ever for _, _, ever in kept.values())
+
+    await downgrade(database.write_engine, "0007")
+    await upgrade(database.write_engine)
+    await database.dispose()  # no connection keeps statements prepared against the old columns
+    backfilled, _ = await stored_and_recomputed(uow_factory)
+    assert backfilled == kept

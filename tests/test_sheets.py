@@ -15,14 +15,23 @@ from aiogram.fsm.storage.memory import MemoryStorage
 
 from bot.config import GoogleSheetsSection, Settings
 from bot.factory import create_dispatcher
-from bot.sheets import CURSOR_CELL, ServiceAccount, SheetsClient, SheetsExporter, SheetsSync, parse_cursor
+from bot.sheets import (
+    CURSOR_CELL,
+    TURN_KEY,
+    ServiceAccount,
+    SheetsClient,
+    SheetsExporter,
+    SheetsSync,
+    parse_cursor,
+)
 from bot.texts import texts_for
 from db.engine import Database
-from db.enums import LeadStatus
+from db.enums import LeadStatus, StatusCode
 from db.exports import changed_since
 from db.models import Lead, utcnow
-from db.repositories import LeadDraft
+from db.repositories import LeadChanges, LeadDraft
 from db.uow import UnitOfWorkFactory
+from keyboards.callbacks import LeadStatusCB
 from tests.conftest import Harness, Team
 from tests.fake_sheets import FakeSheets, column_index, service_account_file
 from tests.fakes import RecordingSession, make_bot
@@ -59,9 +68,7 @@ def make_sync(
 ) -> SheetsSync:
     assert config.credentials_file is not None
     client = SheetsClient(config, ServiceAccount.from_file(config.credentials_file), http)
-    return SheetsSync(
-        uow_factory, config, settings.crm, texts_for("ru"), client, backoff_base=0.01, settle=timedelta(0), **kw
-    )
+    return SheetsSync(uow_factory, config, settings.crm, texts_for("ru"), client, backoff_base=0.01, **kw)
 
 
 async def assert_sheet_equals_database(fake: FakeSheets, sync: SheetsSync, uow_factory: UnitOfWorkFactory) -> None:
@@ -138,6 +145,29 @@ async def test_429_and_500_are_ridden_out(
     assert await sync.step() >= 1.0
 
 
+async def test_a_database_error_does_not_end_the_loop(
+    fake: FakeSheets,
+    config: GoogleSheetsSection,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    team: Team,
+    uow_factory: UnitOfWorkFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sync = make_sync(uow_factory, config, settings, http)
+
+    async def gone() -> bool:
+        raise OSError("the database is gone")
+
+    monkeypatch.setattr(sync, "take_turn", gone)
+    assert await sync.step() >= config.debounce.total_seconds()
+    assert sync.state.failures == 1 and "the database is gone" in (sync.state.last_error or "")
+    monkeypatch.undo()
+    await add_leads(uow_factory, team, 2)
+    assert await sync.step() == config.debounce.total_seconds() and sync.state.failures == 0
+    await assert_sheet_equals_database(fake, sync, uow_factory)
+
+
 async def test_a_restart_loses_nothing(
     fake: FakeSheets,
     config: GoogleSheetsSection,
@@ -147,7 +177,7 @@ async def test_a_restart_loses_nothing(
     uow_factory: UnitOfWorkFactory,
 ) -> None:
     ids = await add_leads(uow_factory, team, 4)
-    first = make_sync(uow_factory, config, settings, http)
+    first = make_sync(uow_factory, config, settings, http, lookback=timedelta(0))
     assert await first.run_once() == 4
     # Changes while the exporter is down, and a write that failed before it went down.
     async with uow_factory() as uow:
@@ -156,8 +186,10 @@ async def test_a_restart_loses_nothing(
     fake.fail(503)
     await first.step()
     await add_leads(uow_factory, team, 2, first=20)
+    await first.end_turn()  # it stopped (a crash leaves its turn to lapse: 30 s)
 
-    restarted = make_sync(uow_factory, config, settings, http)
+    # (No look behind the cursor here: a restart would rewrite the minute before it once.)
+    restarted = make_sync(uow_factory, config, settings, http, lookback=timedelta(0))
     assert await restarted.run_once() == 3  # the cursor came from the sheet: only what changed
     await assert_sheet_equals_database(fake, restarted, uow_factory)
     assert fake.row(ids[2] + 1)[10] == "Дорого"
@@ -233,9 +265,167 @@ async def test_resync_rewrites_every_row(
     sync = make_sync(uow_factory, config, settings, http)
     await sync.run_once()
     fake.cells.clear()
-    sync.request_resync()
+    await sync.request_resync()
     assert await sync.run_once() == 3
     await assert_sheet_equals_database(fake, sync, uow_factory)
+
+
+async def add_lead_at(uow_factory: UnitOfWorkFactory, team: Team, name: str, at: datetime) -> int:
+    async with uow_factory() as uow:
+        lead = Lead(
+            client_name=name,
+            phone_number=f"+99890{abs(hash(name)) % 10**7:07d}",
+            source="Сайт",
+            created_by_id=team.rop.id,
+            created_at=at,
+            updated_at=at,
+        )
+        uow.session.add(lead)
+        await uow.commit()
+        return lead.id
+
+
+async def test_a_change_committed_late_is_still_written(
+    fake: FakeSheets,
+    config: GoogleSheetsSection,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    team: Team,
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    now = utcnow()
+    first = await add_lead_at(uow_factory, team, "Первый", now - timedelta(seconds=30))
+    await add_lead_at(uow_factory, team, "Второй", now - timedelta(seconds=10))
+    sync = make_sync(uow_factory, config, settings, http)
+    assert await sync.run_once() == 2
+    cursor = sync.state.cursor
+    # Two transactions that took their updated_at before the cursor's and committed after it was written:
+    # a new lead, and a change to a lead already in the sheet.
+    late = await add_lead_at(uow_factory, team, "Опоздавший", now - timedelta(seconds=15))
+    async with uow_factory() as uow:
+        lead = await uow.session.get(Lead, first)
+        assert lead is not None
+        lead.status, lead.updated_at = LeadStatus.IN_WORK, now - timedelta(seconds=20)
+        await uow.commit()
+    assert await sync.run_once() == 2
+    assert sync.state.cursor == cursor  # nothing newer: the cursor stays
+    assert fake.row(late + 1)[1] == "Опоздавший" and fake.row(first + 1)[3] == "в работе"
+    await assert_sheet_equals_database(fake, sync, uow_factory)
+    assert await sync.run_once() == 0  # each version once
+    # Past the look-behind a change is the cursor's business alone.
+    assert await make_sync(uow_factory, config, settings, http, lookback=timedelta(seconds=5)).run_once() == 0
+
+
+async def test_one_instance_writes_at_a_time(
+    fake: FakeSheets,
+    config: GoogleSheetsSection,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    team: Team,
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    await add_leads(uow_factory, team, 3)
+    one = make_sync(uow_factory, config, settings, http)
+    two = make_sync(uow_factory, config, settings, http)
+    assert await one.run_once() == 3 and one.state.writer
+    await add_leads(uow_factory, team, 2, first=10)
+    assert await two.run_once() == 0 and two.state.writer is False  # one's turn lasts
+    assert await two.step() == config.debounce.total_seconds()
+    assert await one.run_once() == 2
+    writes = len(fake.writes)
+    # A resync asked on the instance that does not write is done by the one that does.
+    await two.request_resync()
+    fake.cells.clear()
+    assert await two.run_once() == 0
+    assert await one.run_once() == 5 and len(fake.writes) == writes + 1
+    await assert_sheet_equals_database(fake, one, uow_factory)
+    # one stops: two takes over from the cursor in the sheet (the minute before it rewritten once).
+    await one.end_turn()
+    await add_leads(uow_factory, team, 1, first=20)
+    assert await two.run_once() == 6 and two.state.writer
+    assert await one.run_once() == 0 and one.state.writer is False
+    await assert_sheet_equals_database(fake, two, uow_factory)
+    # A turn not renewed lapses (an instance that died): the other takes it.
+    three = make_sync(uow_factory, config, settings, http, turn=timedelta(0))
+    await two.end_turn()
+    await add_leads(uow_factory, team, 1, first=30)
+    assert await three.run_once() >= 1
+    assert await two.run_once() >= 1 and await three.run_once() == 0
+    assert fake.over_quota == 0
+
+
+async def test_a_thousand_changes_in_a_minute_stay_within_the_quota(
+    fake: FakeSheets,
+    config: GoogleSheetsSection,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    team: Team,
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """A change every 60 ms for a (simulated) minute, the sync stepping as its loop does with a debounce
+    short enough that it would write 120 times a minute: Google's quota (60) must never answer 429."""
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    fake.clock = lambda: now[0]
+    eager = config.model_copy(update={"debounce": timedelta(seconds=0.5)})
+    ids = await add_leads(uow_factory, team, 100)
+    sync = make_sync(uow_factory, eager, settings, http, clock=lambda: now[0], sleep=sleep)
+    next_step = 0.0
+    for change in range(1000):
+        now[0] = max(now[0], change * 0.06)
+        async with uow_factory() as uow:
+            await uow.leads.update(team.rop.user, ids[change % 100], LeadChanges(budget=1000 + change))
+            await uow.commit()
+        while next_step <= now[0]:
+            next_step = now[0] + await sync.step()
+    for _ in range(5):  # what is left after the last change
+        now[0] = max(now[0], next_step)
+        next_step = now[0] + await sync.step()
+    assert fake.over_quota == 0 and sync.state.failures == 0
+    assert all(sum(1 for t in fake.writes if start <= t < start + 60) <= 50 for start in fake.writes)
+    assert len(fake.writes) > 50  # it did hit the window
+    await assert_sheet_equals_database(fake, sync, uow_factory)
+
+
+async def test_a_lead_closed_in_the_bot_is_closed_in_the_sheet_within_the_debounce(
+    fake: FakeSheets, sheets_settings: Settings, database: Database, team: Team
+) -> None:
+    session = RecordingSession()
+    dispatcher = create_dispatcher(sheets_settings, database, storage=MemoryStorage())
+    harness = Harness(
+        bot=make_bot(session),
+        session=session,
+        dp=dispatcher,
+        settings=sheets_settings,
+        uow_factory=dispatcher["uow_factory"],
+    )
+    async with harness.uow_factory() as uow:
+        draft = LeadDraft("Клиент", "+998901112233", "Сайт", assigned_to=team.seller.id)
+        lead_id = (await uow.leads.create(team.rop.user, draft)).id
+        await uow.commit()
+    exporter: SheetsExporter = dispatcher["sheets"]
+    exporter.start()
+    debounce = sheets_settings.google_sheets.debounce.total_seconds()
+    try:
+        for _ in range(100):
+            if fake.row(lead_id + 1)[3] == "новый":
+                break
+            await asyncio.sleep(0.05)
+        assert fake.row(lead_id + 1)[3] == "новый"
+        await harness.click(team.seller, LeadStatusCB(lead_id=lead_id, code=StatusCode.IN_WORK))
+        await harness.click(team.seller, LeadStatusCB(lead_id=lead_id, code=StatusCode.CLOSED))
+        closed_at = asyncio.get_running_loop().time()
+        while fake.row(lead_id + 1)[3] != "закрыт":
+            assert asyncio.get_running_loop().time() - closed_at < debounce + 1.0, fake.row(lead_id + 1)
+            await asyncio.sleep(0.02)
+    finally:
+        await exporter.stop()
+    async with harness.uow_factory(read_only=True) as uow:
+        lead = await uow.session.get(Lead, lead_id)
+        assert lead is not None and lead.status == LeadStatus.CLOSED
 
 
 @pytest.fixture
@@ -298,7 +488,14 @@ async def test_sheets_command(
     assert "sheet-1" in text and "не запущена" in text and "&lt;quota&gt;" in text and "подряд: 2" in text
     await configured.send(team.admin, "/sheets resync")
     assert "переписана целиком" in configured.last_text(team.admin.chat_id)
-    assert exporter.sync._resync
+    async with configured.uow_factory(read_only=True) as uow:  # kept for whichever instance writes
+        assert await uow.integrations.secrets(TURN_KEY) == {"resync": True}
+    # Another instance holds the turn: /sheets says this one only waits.
+    exporter._task = asyncio.create_task(asyncio.sleep(60))
+    exporter.sync.state.writer = False
+    await configured.send(team.admin, "/sheets")
+    assert "другой запущенный экземпляр" in configured.last_text(team.admin.chat_id)
+    exporter._task.cancel()
     await configured.send(team.rop, "/sheets")
     assert "только администратор" in configured.last_text(team.rop.chat_id)
     await exporter.stop()

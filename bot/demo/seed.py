@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from db import lead_facts
 from db.engine import Database
 from db.enums import HistoryAction, LeadStatus, Role
 from db.models import Comment, Lead, LeadHistory, User
@@ -201,6 +202,8 @@ async def seed(database: Database, *, reminders_start: timedelta = timedelta(min
                         lead.refusal_reason = rng.choice(_REFUSALS)
                 lead.updated_at = min(at, now)
             session.add_all(history)
+        # The leads' report facts, from the rows just written (what the repositories keep as they go).
+        await lead_facts.refresh(session)
         await session.commit()
 
 

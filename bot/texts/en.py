@@ -450,6 +450,7 @@ TEXTS: dict[str, str] = {
     "sheets.title": "📗 <b>Google Sheet</b> <code>{spreadsheet}</code>, tab «{sheet}»",
     "sheets.running": "The sync is running.",
     "sheets.stopped": "The sync is not running (it starts with the bot: leadbot run).",
+    "sheets.other_writer": "Another running instance of the bot writes the sheet now (only one writes); the figures below are this one's.",
     "sheets.progress": "Rows written: {rows}; last write: {last_write}; changes handed on up to: {cursor}",
     "sheets.error": "Last error ({at}, in a row: {failures}):\n<code>{error}</code>",
     "sheets.no_error": "No errors.",

@@ -452,6 +452,7 @@ TEXTS: dict[str, str] = {
     "sheets.title": "📗 <b>Google Таблица</b> <code>{spreadsheet}</code>, лист «{sheet}»",
     "sheets.running": "Синхронизация работает.",
     "sheets.stopped": "Синхронизация не запущена (запускается вместе с ботом: leadbot run).",
+    "sheets.other_writer": "Таблицу сейчас пишет другой запущенный экземпляр бота (пишет только один); ниже — счётчики этого.",
     "sheets.progress": "Записано строк: {rows}; последняя запись: {last_write}; изменения учтены по: {cursor}",
     "sheets.error": "Последняя ошибка ({at}, подряд: {failures}):\n<code>{error}</code>",
     "sheets.no_error": "Ошибок нет.",

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from db import permissions
+from db import lead_facts, permissions
 from db.assignment import AutoAssigner
 from db.enums import FORWARD_MOVES, REOPEN_MOVES, HistoryAction, LeadField, LeadStatus, Role
 from db.errors import DuplicateLead, Forbidden, InvalidInput, InvalidTransition, NotFound
@@ -576,6 +576,10 @@ class LeadRepository:
             "created_at": now,
             "updated_at": now,
             "reminder_count": 0,
+            # A new lead's report facts (db.lead_facts): assigned now when it has an assignee, nothing else yet.
+            "assigned_at": now if assignee else None,
+            "first_response_at": None,
+            "ever_in_work": False,
         }
         # Pending changes are flushed first (autoflush): a lead soft-deleted earlier in this unit of work
         # has given its phone back by the time it is taken again.
@@ -597,7 +601,7 @@ class LeadRepository:
                 await self.session.execute(
                     update(Lead)
                     .where(Lead.id == lead_id)
-                    .values(assigned_to_id=picked.id)
+                    .values(assigned_to_id=picked.id, assigned_at=now)
                     .execution_options(synchronize_session=False)
                 )
                 history.append(_history_values(lead_id, None, HistoryAction.ASSIGNED, None, picked.full_name, at=now))
@@ -678,8 +682,11 @@ class LeadRepository:
         lead.updated_at = utcnow()
         if new_status != LeadStatus.NEW:
             lead.next_reminder_at = None
+        if new_status == LeadStatus.IN_WORK:
+            lead.ever_in_work = True
         entry = self._history(lead, actor, HistoryAction.STATUS_CHANGED, old_status.value, new_status.value)
         history_id = await self._written(entry)
+        await lead_facts.note_answer(self.session, lead.id, actor.id, entry.changed_at)
         self.events.append(LeadStatusChanged(lead.id, actor.id, old_status, new_status, history_id))
         return lead
 
@@ -697,6 +704,7 @@ class LeadRepository:
         lead.updated_at = utcnow()
         entry = self._history(lead, actor, HistoryAction.ASSIGNED, old.full_name if old else None, assignee.full_name)
         history_id = await self._written(entry)
+        await lead_facts.refresh(self.session, [lead.id])
         self.events.append(LeadReassigned(lead.id, actor.id, old_id, assignee.id, history_id))
         return lead
 
@@ -730,6 +738,7 @@ class LeadRepository:
             values = _history_values(lead_id, None, HistoryAction.ASSIGNED, None, picked.full_name, at=now)
             history_id = await self.session.scalar(insert(_HISTORY_TABLE).returning(LeadHistory.id), values)
             assert history_id is not None
+            await lead_facts.refresh(self.session, [lead_id])
             self.events.append(LeadReassigned(lead_id, None, None, picked.id, history_id))
             assigned += 1
         return assigned
@@ -754,6 +763,7 @@ class LeadRepository:
         await self.session.refresh(lead)
         entry = self._history(lead, actor, HistoryAction.ASSIGNED, None, actor.full_name)
         history_id = await self._written(entry)
+        await lead_facts.refresh(self.session, [lead.id])
         self.events.append(LeadReassigned(lead.id, actor.id, None, actor.id, history_id))
         return lead
 
@@ -767,6 +777,7 @@ class LeadRepository:
         self.session.add(comment)
         lead.updated_at = utcnow()
         await self.session.flush()
+        await lead_facts.note_answer(self.session, lead.id, actor.id, comment.created_at)
         await self.session.refresh(comment, ["created_by"])
         self.events.append(CommentAdded(lead.id, actor.id, comment.id))
         return comment
