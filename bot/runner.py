@@ -65,6 +65,10 @@ async def run_bot(
         api_app.state.uow_factory.on_outbox = delivery.wake
         if settings.meta.enabled:
             api_app.state.meta_fetcher.kick()  # Meta leads recorded before a restart
+        from bot.webhook import mount_webhook, shares_the_api_server
+
+        if shares_the_api_server(settings):  # one port for both: the updates are a route of the API
+            mount_webhook(api_app, settings, dispatcher, bot)
         api_server = build_server(api_app, settings, embedded=True)
         api_task = asyncio.create_task(api_server.serve(), name="leadbot-api")
     try:
@@ -127,21 +131,28 @@ async def _serve_webhook(
     from aiogram.webhook.aiohttp_server import SimpleRequestHandler
     from aiohttp import web
 
+    from bot.webhook import shares_the_api_server
+
     url = settings.bot.webhook_url
     secret = settings.bot.webhook_secret
     assert url is not None and secret is not None  # the settings refuse one without the other
-    app = web.Application(client_max_size=1024 * 1024)
-    # Answered once the update is handled, not before: an instance that dies meanwhile leaves the post
-    # unanswered, and Telegram posts the update again (to another instance behind the proxy); bot.once
-    # keeps one that was handled from being handled twice.
-    SimpleRequestHandler(dispatcher, bot, handle_in_background=False, secret_token=secret.get_secret_value()).register(
-        app, path=urlsplit(url).path or "/"
-    )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    host, port = settings.bot.listen_address
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    runner: web.AppRunner | None = None
+    if shares_the_api_server(settings):
+        host, port = settings.api.host, settings.api.port  # the API's server takes the posts (bot.webhook)
+        await _until_listening(host, port)  # Telegram is told the address only once it answers there
+    else:
+        app = web.Application(client_max_size=1024 * 1024)
+        # Answered once the update is handled, not before: an instance that dies meanwhile leaves the post
+        # unanswered, and Telegram posts the update again (to another instance behind the proxy); bot.once
+        # keeps one that was handled from being handled twice.
+        SimpleRequestHandler(
+            dispatcher, bot, handle_in_background=False, secret_token=secret.get_secret_value()
+        ).register(app, path=urlsplit(url).path or "/")
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = settings.bot.listen_address
+        site = web.TCPSite(runner, host, port)
+        await site.start()
     try:
         await bot.set_webhook(
             url,
@@ -157,4 +168,22 @@ async def _serve_webhook(
             started.set_result(dispatcher)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def _until_listening(host: str, port: int, *, seconds: float = 30.0) -> None:
+    """Wait until something accepts connections on ``host:port`` (the API's server, starting beside)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        try:
+            _reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return

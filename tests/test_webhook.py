@@ -29,8 +29,10 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-async def webhook_bot(settings: Settings, fake_bot_api: FakeBotAPI) -> AsyncIterator[tuple[str, Dispatcher]]:
+@pytest.fixture(params=["own server", "the API's server"])
+async def webhook_bot(
+    request: pytest.FixtureRequest, settings: Settings, fake_bot_api: FakeBotAPI
+) -> AsyncIterator[tuple[str, Dispatcher]]:
     port = _free_port()
     bot = {
         "token": "42:TEST-TOKEN",
@@ -39,9 +41,14 @@ async def webhook_bot(settings: Settings, fake_bot_api: FakeBotAPI) -> AsyncIter
         "webhook_secret": SECRET,
         "listen": f"127.0.0.1:{port}",
     }
-    live = Settings.model_validate(
-        {"bot": bot, "database": {"url": settings.database.url}, "access": {"admins": settings.access.admins}}
-    )
+    values: dict[str, Any] = {
+        "bot": bot,
+        "database": {"url": settings.database.url},
+        "access": {"admins": settings.access.admins},
+    }
+    if request.param == "the API's server":  # [bot] listen is the API's address: one port serves both
+        values["api"] = {"enabled": True, "host": "127.0.0.1", "port": port}
+    live = Settings.model_validate(values)
     started: asyncio.Future[Dispatcher] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
     task = asyncio.create_task(run_bot(live, handle_signals=False, started=started, stop=stop))
@@ -55,6 +62,15 @@ async def webhook_bot(settings: Settings, fake_bot_api: FakeBotAPI) -> AsyncIter
 
 def _start_update(fake: FakeBotAPI) -> dict[str, Any]:
     return fake.push_message(ADMIN_TG, "/start", first_name="Boss")
+
+
+async def test_the_api_answers_beside_the_webhook_on_one_port(webhook_bot: tuple[str, Dispatcher]) -> None:
+    url, dispatcher = webhook_bot
+    port = int(url.split(":")[2].split("/")[0])
+    async with httpx.AsyncClient() as client:
+        health = await client.get(f"http://127.0.0.1:{port}/api/health")
+    shared = dispatcher["settings"].api.enabled
+    assert (health.status_code == 200) is shared  # the bot's own server serves only the webhook
 
 
 async def test_the_webhook_is_set_at_start_with_its_secret(
@@ -104,3 +120,14 @@ async def test_a_post_without_the_secret_is_refused_and_changes_nothing(
 def test_webhook_settings_are_checked(bot: dict[str, str], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings.model_validate({"bot": bot})
+
+
+async def test_a_body_past_the_limit_is_refused(webhook_bot: tuple[str, Dispatcher], fake_bot_api: FakeBotAPI) -> None:
+    url, _ = webhook_bot
+    update = _start_update(fake_bot_api)
+    update["message"]["text"] = "/start " + "x" * 2_000_000
+    async with httpx.AsyncClient() as client:
+        response = await client.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+    assert response.status_code == 413
+    await asyncio.sleep(0.2)
+    assert fake_bot_api.sent(ADMIN_TG) == []
