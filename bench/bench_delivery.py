@@ -35,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._server import recreate_schema  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.delivery import DeliveryWorker  # noqa: E402
 from bot.factory import create_bot, create_uow_factory  # noqa: E402
@@ -42,7 +43,7 @@ from bot.presentation.presenter import message_payload  # noqa: E402
 from db.engine import open_database  # noqa: E402
 from db.enums import OutboxStatus  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
-from tests.fake_bot_api import FakeBotAPI  # noqa: E402
+from tests.fake_bot_api import FakeBotAPI, max_per_window  # noqa: E402
 from tests.fakes import BOT_TOKEN  # noqa: E402
 
 
@@ -73,26 +74,13 @@ class ServerThread:
         self.thread.join()
 
 
-def max_per_window(stamps: list[float], span: float) -> int:
-    best, start = 0, 0
-    for end, stamp in enumerate(stamps):
-        while stamp - stamps[start] >= span:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 async def fresh_database(url: str) -> None:
-    """Empty the benchmark's PostgreSQL database (only one named for benchmarks)."""
-    from sqlalchemy import make_url, text
+    """Empty the benchmark's PostgreSQL database (only one named for benchmarks) and migrate it."""
+    from sqlalchemy import make_url
 
     if "bench" not in (make_url(url).database or ""):
         raise SystemExit(f"refusing to empty {make_url(url).database!r}: its name must contain 'bench'")
-    database = open_database(url)
-    async with database.write_engine.begin() as connection:
-        await connection.execute(text("DROP SCHEMA public CASCADE"))
-        await connection.execute(text("CREATE SCHEMA public"))
-    await database.dispose()
+    await recreate_schema(url)
 
 
 async def run(

@@ -62,6 +62,7 @@ from integrations.amocrm import AmoCrmSection  # noqa: E402
 from integrations.bitrix24 import Bitrix24Section  # noqa: E402
 from tests.fake_amocrm import ACCESS_TOKEN, FakeAmoCrm  # noqa: E402
 from tests.fake_bitrix24 import FakeBitrix24  # noqa: E402
+from tests.fake_bot_api import max_per_window  # noqa: E402
 from tests.fake_graph import CAPI_TOKEN, PIXEL_ID, FakeGraph  # noqa: E402
 
 TARGETS = (AMOCRM, BITRIX24, META)
@@ -130,15 +131,6 @@ class Result:
     def ok(self) -> bool:
         paced = self.ratio >= TARGET_RATIO or not self.paced
         return paced and self.limit_errors == 0 and self.failed == 0 and self.done == self.jobs and self.arrived
-
-
-def max_per_window(stamps: list[float], span: float) -> int:
-    best, start = 0, 0
-    for end, stamp in enumerate(stamps):
-        while stamp - stamps[start] >= span:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def bucket_peak(stamps: list[float], drain: float) -> float:

@@ -123,6 +123,16 @@ class Recorded:
     def text(self) -> str:
         return str(self.params.get("text", ""))
 
+    @property
+    def buttons(self) -> list[tuple[str, str]]:
+        """The inline keyboard sent with the request, as (caption, callback data) in reading order."""
+        markup = self.params.get("reply_markup")
+        if isinstance(markup, str):
+            markup = json.loads(markup)
+        if not isinstance(markup, dict):
+            return []
+        return [(b["text"], b.get("callback_data", "")) for row in markup.get("inline_keyboard", []) for b in row]
+
 
 @dataclass(slots=True)
 class _Fault:
@@ -566,3 +576,13 @@ async def _read_params(request: web.Request) -> Params:
                 else:  # an uploaded file
                     params[key] = getattr(value, "filename", None) or key
     return params
+
+
+def max_per_window(stamps: list[float], span: float) -> int:
+    """The most of the sorted ``stamps`` within any ``span`` seconds (sends in a second, say)."""
+    best, start = 0, 0
+    for end, stamp in enumerate(stamps):
+        while stamp - stamps[start] >= span:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

@@ -22,7 +22,7 @@ from db.engine import Database, open_database
 from db.enums import OutboxStatus
 from db.models import IntegrationState, OutboxMessage
 from db.uow import UnitOfWorkFactory
-from tests.fake_bot_api import FakeBotAPI
+from tests.fake_bot_api import FakeBotAPI, max_per_window
 from tests.fakes import make_bot
 from tests.test_delivery import CountingSession, enqueue, rows
 
@@ -35,17 +35,6 @@ async def second_database(settings: Settings, database: Database) -> AsyncIterat
         yield other
     finally:
         await other.dispose()
-
-
-def sliding_max(times: list[float], window: float = 1.0) -> int:
-    """The most sends that started within any ``window`` seconds."""
-    times = sorted(times)
-    best, start = 0, 0
-    for end, at in enumerate(times):
-        while at - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 async def test_two_instances_together_stay_within_the_tokens_limits(
@@ -74,7 +63,7 @@ async def test_two_instances_together_stay_within_the_tokens_limits(
         delivered = Counter(r.text for r in server.sent())
 
     assert hits == 0  # alone each paces itself at 25/s; side by side without the turn they made ~50/s
-    assert sliding_max([at for _, at in sends]) <= 26
+    assert max_per_window(sorted(at for _, at in sends), 1.0) <= 26
     assert delivered == Counter(f"n{n}" for n in range(45))  # each once
     assert all(row.status == OutboxStatus.SENT for row in await rows(first_factory))
     async with first_factory(read_only=True) as uow:  # both stopped: the turn was handed back

@@ -9,7 +9,6 @@ every forbidden action is refused.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,15 +31,6 @@ from tests.fake_bot_api import FakeBotAPI, Recorded
 ROP, MOP, SELLER_A, SELLER_B, FINANCE = 2001, 2002, 2003, 2004, 2005
 
 
-def _markup(request: Recorded) -> list[tuple[str, str]]:
-    markup = request.params.get("reply_markup")
-    if isinstance(markup, str):
-        markup = json.loads(markup)
-    if not isinstance(markup, dict):
-        return []
-    return [(b["text"], b.get("callback_data", "")) for row in markup.get("inline_keyboard", []) for b in row]
-
-
 @dataclass
 class Chat:
     """One person talking to the running bot through the fake server."""
@@ -59,7 +49,7 @@ class Chat:
         for request in reversed(self.api.requests):
             if request.chat_id != self.user_id or request.method not in ("sendMessage", "editMessageText"):
                 continue
-            for text, data in _markup(request):
+            for text, data in request.buttons:
                 if caption.casefold() in text.casefold():
                     return await self.click(data, message_id=int(request.params.get("message_id") or 1), expect=expect)
         raise AssertionError(f"{self.name}: no button {caption!r}")
@@ -171,8 +161,8 @@ async def test_a_team_carries_a_lead_from_creation_to_a_closed_deal(
 
     # --- A takes it into work, comments, closes ---
     card = await seller_a.say(f"/lead {lead_id}", expect=f"Лид #{lead_id}")
-    assert {"🔄 Статус", "💬 Комментарий"} <= {text for text, _ in _markup(card)}
-    assert not any("Удалить" in text or "Назначить" in text for text, _ in _markup(card))
+    assert {"🔄 Статус", "💬 Комментарий"} <= {text for text, _ in card.buttons}
+    assert not any("Удалить" in text or "Назначить" in text for text, _ in card.buttons)
     await seller_a.press("Статус", expect="Выберите новый статус")
     await seller_a.press("в работе")
     await seller_a.say(f"/lead {lead_id}", expect="в работе")
@@ -191,7 +181,7 @@ async def test_a_team_carries_a_lead_from_creation_to_a_closed_deal(
     assert "закрыт" in fin_card.text and "Позвонил клиенту" in fin_card.text
     assert not [
         text
-        for text, _ in _markup(fin_card)
+        for text, _ in fin_card.buttons
         if any(word in text for word in ("Статус", "Комментарий", "Назначить", "Изменить", "Удалить"))
     ]
     await finance.click(

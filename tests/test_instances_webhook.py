@@ -13,7 +13,6 @@ Needs LEADBOT_TEST_DATABASE_URL (PostgreSQL) and LEADBOT_TEST_REDIS_URL; CI runs
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -33,7 +32,7 @@ from bot.config import Settings
 from db.models import Lead
 from db.uow import UnitOfWorkFactory
 from tests.conftest import ADMIN_TG, SERVER_DATABASE_URL, SERVER_REDIS_URL, Team
-from tests.fake_bot_api import FakeBotAPI, Recorded
+from tests.fake_bot_api import FakeBotAPI
 
 pytestmark = pytest.mark.skipif(
     not (SERVER_DATABASE_URL and SERVER_REDIS_URL),
@@ -181,15 +180,6 @@ async def cluster(tmp_path: Path, settings: Settings, team: Team, fresh_redis_ma
             running.stop_all()
 
 
-def _markup(request: Recorded) -> list[tuple[str, str]]:
-    markup = request.params.get("reply_markup")
-    if isinstance(markup, str):
-        markup = json.loads(markup)
-    if not isinstance(markup, dict):
-        return []
-    return [(b["text"], b.get("callback_data", "")) for row in markup.get("inline_keyboard", []) for b in row]
-
-
 class Telegram:
     """Posts updates to the instances as Telegram behind a load balancer would, redelivering on failure."""
 
@@ -232,7 +222,7 @@ class Telegram:
         for request in reversed(self.api.requests):
             if request.chat_id != user_id or request.method not in ("sendMessage", "editMessageText"):
                 continue
-            for text, data in _markup(request):
+            for text, data in request.buttons:
                 if caption.casefold() in text.casefold():
                     return data, int(request.params.get("message_id") or 1)
         seen = [(r.method, r.text[:60]) for r in self.api.requests if r.chat_id == user_id]
