@@ -17,8 +17,10 @@ from urllib.parse import urlsplit
 
 from aiogram import Bot, Dispatcher
 from aiogram.methods import TelegramMethod
+from aiogram.types import Update
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from api.edge import EdgeRoute, auth_failed, raw_header, refuse_if_blocked, secret_matches, settings_of
 from api.errors import ApiError, unauthorized
@@ -58,9 +60,11 @@ def mount_webhook(app: FastAPI, settings: Settings, dispatcher: Dispatcher, bot:
             payload: Any = json.loads(await request.body())
         except ValueError:
             raise ApiError(400, "invalid_input", "the body is not JSON") from None
-        if not isinstance(payload, dict):
-            raise ApiError(400, "invalid_input", "an update is a JSON object")
-        result: TelegramMethod[Any] | None = await dispatcher.feed_webhook_update(bot, payload)
+        try:
+            update = Update.model_validate(payload, context={"bot": bot})
+        except ValidationError:
+            raise ApiError(400, "invalid_input", "the body is not a Telegram update") from None
+        result: TelegramMethod[Any] | None = await dispatcher.feed_webhook_update(bot, update)
         if isinstance(result, TelegramMethod):  # a handler's answer-in-the-reply: sent as a call instead
             await bot(result)
         return JSONResponse({})
