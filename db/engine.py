@@ -6,14 +6,24 @@ the design only has to let short transactions run side by side:
 - **SQLite** (the embedded default) allows one writer at a time and any number of readers beside it in
   WAL mode. Writes get an engine of their own with one connection, so writers queue for it in asyncio,
   in order, and each begins ``BEGIN IMMEDIATE`` (it holds the write lock from its first statement, so a
-  read-then-write can never find its snapshot overtaken). Reads get a pool of connections that begin a
-  plain deferred ``BEGIN`` and are opened ``query_only``: they never take the write lock, and a read
-  unit that tried to write would fail loudly instead of racing.
+  read-then-write can never find its snapshot overtaken). Reads get a pool of connections opened
+  ``query_only``: they never take the write lock, and a read unit that tried to write would fail loudly
+  instead of racing. A read runs each statement on its own snapshot, with no ``BEGIN`` around them: the
+  same read-committed view PostgreSQL gives a read unit (below), and no ``BEGIN``, ``COMMIT`` or
+  ``ROLLBACK`` to send (``skip_autocommit_rollback``).
 - **PostgreSQL** (asyncpg) needs none of that: one pool serves both, and read units run in
   ``READ ONLY`` transactions (``postgresql_readonly``).
 
-Everything used here is public SQLAlchemy API: pool arguments, the ``connect``/``begin`` events the
-SQLAlchemy documentation gives for driving SQLite's transactions, and execution options.
+Why the round trips are counted: aiosqlite runs each call on its own thread, and every call (a cursor,
+a statement, a fetch, a close, a commit) is a hand-off to that thread and a wake-up of the event loop;
+on a virtual machine whose other core is idle that costs 60–300 µs, more than the statement itself.
+So nothing is sent that does nothing: readers send no transaction statements, and a connection that
+comes back to the pool is rolled back only when its driver says a transaction is still open (after a
+commit none is: the pool's default would send a ``ROLLBACK`` anyway).
+
+Everything used here is public SQLAlchemy API: pool arguments, the ``connect``/``begin``/``reset`` events
+the SQLAlchemy documentation gives for driving SQLite's transactions and resetting pooled connections,
+and execution options; of aiosqlite, the connection's public ``in_transaction``.
 """
 
 from __future__ import annotations
@@ -24,11 +34,39 @@ from typing import Any
 from sqlalchemy import event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.pool import NullPool, PoolResetState, StaticPool
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 # How long a unit of work waits for a connection (or SQLite for its write lock) before giving up.
 WAIT_SECONDS = 30
+
+
+def one_core(url: str | URL) -> int | None:
+    """On SQLite, keep this process's threads on one CPU core; the core, or None when nothing changed.
+
+    Why: aiosqlite runs every call on a thread of its own and the event loop waits for it, so each
+    statement is four hand-offs between two threads. When the other thread sits on another core that
+    is idle, each hand-off wakes that core: 100–300 µs on a virtual machine, against 20–60 µs between
+    two threads of one core. Python runs one thread at a time anyway (the GIL), so one core costs the
+    bot little: what it gives up is SQLite's own C work overlapping the event loop, which a long report
+    or export would have used. ``[database] one_core = false`` gives that back.
+
+    Call it first, from the main thread, before any thread is started: a thread keeps the affinity of
+    the thread that started it (Linux). Where the OS has no affinity (macOS, Windows) nothing changes.
+    """
+    import os
+
+    setaffinity = getattr(os, "sched_setaffinity", None)
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if not is_sqlite(url) or setaffinity is None or getaffinity is None:
+        return None
+    cores = sorted(getaffinity(0))
+    if len(cores) < 2:
+        return None
+    # Spread processes (the bot and `leadbot api` on one file) rather than crowd the first core.
+    core = cores[os.getpid() % len(cores)]
+    setaffinity(0, {core})
+    return int(core)
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -83,7 +121,7 @@ def open_database(
             engine = create_async_engine(parsed, echo=echo, poolclass=NullPool, connect_args={"timeout": wait})
             return _database(parsed, engine, engine, read_only=True)
         writer = _sqlite_engine(parsed, wait, echo=echo, poolclass=NullPool, begin="BEGIN IMMEDIATE")
-        reader = _sqlite_engine(parsed, wait, echo=echo, poolclass=NullPool, begin="BEGIN", query_only=True)
+        reader = _sqlite_engine(parsed, wait, echo=echo, poolclass=NullPool, begin=None, query_only=True)
         return _database(parsed, writer, reader, read_only=False)
     if is_sqlite(parsed):
         if parsed.database in (None, "", ":memory:"):
@@ -92,7 +130,7 @@ def open_database(
             return _database(parsed, engine, engine, read_only=False)
         writer = _sqlite_engine(parsed, wait, echo=echo, pool_size=1, max_overflow=0, begin="BEGIN IMMEDIATE")
         reader = _sqlite_engine(
-            parsed, wait, echo=echo, pool_size=read_pool, max_overflow=0, begin="BEGIN", query_only=True
+            parsed, wait, echo=echo, pool_size=read_pool, max_overflow=0, begin=None, query_only=True
         )
         return _database(parsed, writer, reader, read_only=False)
     engine = create_async_engine(
@@ -118,11 +156,21 @@ def _database(url: URL, write_engine: AsyncEngine, read_engine: AsyncEngine, *, 
 
 
 def _sqlite_engine(
-    url: URL, wait: float, *, echo: bool, begin: str, query_only: bool = False, **pool: Any
+    url: URL, wait: float, *, echo: bool, begin: str | None, query_only: bool = False, **pool: Any
 ) -> AsyncEngine:
+    """An engine whose units begin with ``begin`` (``None``: no transaction, each statement on its own)."""
     if pool.get("poolclass") not in (StaticPool, NullPool):
         pool["pool_timeout"] = wait
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": wait}, **pool)
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        connect_args={"timeout": wait},
+        # Without a BEGIN there is nothing to roll back: the dialect skips the call in autocommit.
+        skip_autocommit_rollback=begin is None,
+        # The "reset" hook below decides instead: only a connection still in a transaction is rolled back.
+        pool_reset_on_return=None,
+        **pool,
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -138,8 +186,21 @@ def _sqlite_engine(
             cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+    @event.listens_for(engine.sync_engine, "reset")
+    def _reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+        if not state.asyncio_safe:
+            return
+        try:
+            open_transaction = dbapi_connection.driver_connection.in_transaction
+        except ValueError:  # aiosqlite's answer for a connection already closed: nothing to reset
+            return
+        if open_transaction:
+            dbapi_connection.rollback()
+
+    if begin is not None:
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql(begin)
 
     return engine

@@ -97,6 +97,12 @@ class UnitOfWork:
             sync = self.session.sync_session
             if self.events or sync.new or sync.dirty or sync.deleted:
                 raise ReadOnlyUnit("a unit of work opened for reading has changes to commit")
+            # Nothing to write: the read ends and its connection goes back. Closing sends nothing to
+            # SQLite's readers (they hold no transaction, see db.engine); a COMMIT would be a round trip.
+            # What was read stays readable (expire_on_commit=False; close detaches, never expires).
+            await self.session.close()
+            self.committed = True
+            return
         if self.events and self.sink is not None:
             events = list(self.events)
             self.events.clear()
