@@ -10,7 +10,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from bot.cli import command
+from bot.cli import command, keep_on_one_core
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -37,6 +37,7 @@ async def serve_api(settings: Settings) -> None:
 
 @command("api", "serve the HTTP API alone ([api] host and port)")
 def api_command(settings: Settings, _args: argparse.Namespace) -> int:
+    keep_on_one_core(settings)
     asyncio.run(serve_api(settings))
     return 0
 

@@ -48,11 +48,29 @@ def command(
     return decorate
 
 
+def keep_on_one_core(settings: Settings) -> None:
+    """``[database] one_core``: on SQLite, this process's threads share one core (``db.engine.one_core``).
+
+    First thing a serving command does, before any thread exists, so that every thread inherits it.
+    """
+    if not settings.database.one_core:
+        return
+    import logging
+
+    from db.engine import one_core
+
+    core = one_core(settings.database.url)
+    if core is not None:
+        logging.getLogger("leadbot").info("SQLite: this process keeps its threads on CPU core %d", core)
+
+
 @command("run", "start the bot (long polling)")
 def run_command(settings: Settings, _args: argparse.Namespace) -> int:
     import asyncio
 
     from bot.doctor import missing_sqlite_folder, token_problem, verify_token
+
+    keep_on_one_core(settings)
 
     # The token is checked before anything is created: a wrong one leaves no database behind.
     problem = token_problem(settings)

@@ -25,6 +25,8 @@ class Section(BaseModel):
 class DatabaseSection(Section):
     url: str = "sqlite+aiosqlite:///leadbot.db"
     echo: bool = False
+    # On SQLite, ``leadbot run`` and ``leadbot api`` keep their threads on one CPU core (db.engine.one_core).
+    one_core: bool = True
 
 
 class AccessSection(Section):
