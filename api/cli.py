@@ -10,7 +10,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from bot.cli import command, keep_on_one_core
+from bot.cli import command, freeze_startup_objects, keep_on_one_core
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -38,6 +38,9 @@ async def serve_api(settings: Settings) -> None:
 @command("api", "serve the HTTP API alone ([api] host and port)")
 def api_command(settings: Settings, _args: argparse.Namespace) -> int:
     keep_on_one_core(settings)
+    import api.app  # noqa: F401 - imported before the freeze, so its objects are frozen too
+
+    freeze_startup_objects()
     asyncio.run(serve_api(settings))
     return 0
 

@@ -156,3 +156,34 @@ def test_one_core_keeps_the_process_and_its_later_threads_on_one_core(tmp_path: 
     # Off, or on PostgreSQL (no driver threads): every core stays allowed.
     assert _affinity_probe(sqlite, "false")["main"] == pinned["before"]
     assert _affinity_probe("postgresql+asyncpg://u@127.0.0.1/x", "true")["main"] == pinned["before"]
+
+
+def test_leadbot_run_freezes_what_start_up_built_before_it_serves(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    """A full garbage collection then walks what the bot allocates, not the 370,000 objects of its
+    libraries (``bot.cli.freeze_startup_objects``)."""
+    import gc
+
+    import bot.doctor
+    import bot.runner
+    from bot.cli import run_command
+
+    frozen_when_run: list[int] = []
+
+    async def run_bot(_settings: Settings) -> None:
+        frozen_when_run.append(gc.get_freeze_count())
+
+    async def verify_token(_settings: Settings) -> Any:
+        return bot.doctor.TokenCheck(username="leadbot")  # what Telegram's getMe gives an accepted token
+
+    monkeypatch.setattr(bot.runner, "run_bot", run_bot)
+    monkeypatch.setattr(bot.doctor, "verify_token", verify_token)
+    quiet = settings.model_copy(update={"database": settings.database.model_copy(update={"one_core": False})})
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        assert run_command(quiet, None) == 0  # type: ignore[arg-type]
+        assert frozen_when_run and frozen_when_run[0] > 50_000
+    finally:
+        gc.unfreeze()
