@@ -75,6 +75,7 @@ from aiogram.types import User as TgUser  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from bench._data import TEAM, BenchData, cached_database, fresh_copy, server_database, written_to  # noqa: E402
+from bot.cli import freeze_startup_objects, keep_on_one_core  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.factory import create_dispatcher  # noqa: E402
 from db.engine import Database, open_database  # noqa: E402
@@ -401,6 +402,7 @@ def report(
         f"LeadBot dispatch benchmark · {data.leads:,} leads on {'SQLite' if data.path else 'PostgreSQL'}"
         f" · {args.rounds} rounds × {args.updates} updates"
         f" · updates {'bound to the bot (--bound)' if args.bound else 'built without the bot'}"
+        f" · {'every core (--any-core)' if args.any_core or not data.path else 'one core, as leadbot run'}"
         f" · Python {platform.python_version()} · {platform.machine()}"
     )
     print()
@@ -448,6 +450,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " benchmark owns: its public schema is dropped and built again",
     )
     parser.add_argument(
+        "--any-core",
+        action="store_true",
+        help="let the process use every core, as [database] one_core = false does (default: as leadbot run)",
+    )
+    parser.add_argument(
         "--bound",
         action="store_true",
         help="feed updates already bound to the bot, as polling does (no dump-and-validate in feed_update)",
@@ -462,4 +469,9 @@ if __name__ == "__main__":
         database = server_database(arguments.database_url, arguments.leads, rebuild=arguments.rebuild)
     else:
         database = cached_database(arguments.leads, rebuild=arguments.rebuild)
+    # As `leadbot run` starts (bot.cli): on SQLite its threads share one core ([database] one_core, unless
+    # --any-core), and what start-up built is left out of the garbage collector.
+    if not arguments.any_core:
+        keep_on_one_core(Settings.model_validate({"database": {"url": database.url}}))
+    freeze_startup_objects()
     sys.exit(asyncio.run(main(arguments, database)))
