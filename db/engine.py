@@ -16,10 +16,10 @@ the design only has to let short transactions run side by side:
 
 Why the round trips are counted: aiosqlite runs each call on its own thread, and every call (a cursor,
 a statement, a fetch, a close, a commit) is a hand-off to that thread and a wake-up of the event loop;
-on a virtual machine whose other core is idle that costs 60–300 µs, more than the statement itself.
-So nothing is sent that does nothing: readers send no transaction statements, and a connection that
-comes back to the pool is rolled back only when its driver says a transaction is still open (after a
-commit none is: the pool's default would send a ``ROLLBACK`` anyway).
+on a virtual machine whose other core is idle that costs 100–300 µs (about 60 µs within one core),
+more than the statement itself. So nothing is sent that does nothing: readers send no transaction
+statements, and a connection that comes back to the pool is rolled back only when its driver says a
+transaction is still open (after a commit none is: the pool's default would send a ``ROLLBACK`` anyway).
 
 Everything used here is public SQLAlchemy API: pool arguments, the ``connect``/``begin``/``reset`` events
 the SQLAlchemy documentation gives for driving SQLite's transactions and resetting pooled connections,
@@ -46,7 +46,7 @@ def one_core(url: str | URL) -> int | None:
 
     Why: aiosqlite runs every call on a thread of its own and the event loop waits for it, so each
     statement is four hand-offs between two threads. When the other thread sits on another core that
-    is idle, each hand-off wakes that core: 100–300 µs on a virtual machine, against 20–60 µs between
+    is idle, each hand-off wakes that core: 100–300 µs on a virtual machine, against about 60 µs between
     two threads of one core. Python runs one thread at a time anyway (the GIL), so one core costs the
     bot little: what it gives up is SQLite's own C work overlapping the event loop, which a long report
     or export would have used. ``[database] one_core = false`` gives that back.
