@@ -51,7 +51,7 @@ def command(
 def keep_on_one_core(settings: Settings) -> None:
     """``[database] one_core``: on SQLite, this process's threads share one core (``db.engine.one_core``).
 
-    First thing a serving command does, before any thread exists, so that every thread inherits it.
+    A serving command calls it before its threads start, so that every thread inherits it.
     """
     if not settings.database.one_core:
         return
@@ -84,8 +84,6 @@ def run_command(settings: Settings, _args: argparse.Namespace) -> int:
 
     from bot.doctor import missing_sqlite_folder, token_problem, verify_token
 
-    keep_on_one_core(settings)
-
     # The token is checked before anything is created: a wrong one leaves no database behind.
     problem = token_problem(settings)
     folder = missing_sqlite_folder(settings.database.url)
@@ -98,6 +96,9 @@ def run_command(settings: Settings, _args: argparse.Namespace) -> int:
 
     from bot.runner import run_bot
 
+    # Once the checks passed (the token check's resolver threads are joined when its loop ends) and
+    # before the bot's own threads start.
+    keep_on_one_core(settings)
     freeze_startup_objects()
     asyncio.run(run_bot(settings))
     return 0
