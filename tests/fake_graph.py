@@ -124,7 +124,8 @@ class FakeGraph:
         self.limit_errors = 0
         self.refused_lead_ids: set[int] = set()
         self.delay = 0.0
-        self.lead_delay = 0.0  # seconds before a lead's answers (GET /{version}/{leadgen_id})
+        # When set, a lead's answers (GET /{version}/{leadgen_id}) wait until the test sets this event.
+        self.lead_gate: asyncio.Event | None = None
         self._miscounts = 0
         self._recent: deque[float] = deque()
 
@@ -259,8 +260,8 @@ class FakeGraph:
 
     async def _lead(self, request: web.Request) -> web.Response:
         self.requests.append((request.path, dict(request.query)))
-        if self.lead_delay:
-            await asyncio.sleep(self.lead_delay)
+        if self.lead_gate is not None:
+            await self.lead_gate.wait()
         if self._failures:
             status = self._failures.popleft()
             return web.json_response({"error": {"message": "unavailable", "code": 2}}, status=status)

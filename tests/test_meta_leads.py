@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -123,16 +122,16 @@ async def test_not_configured_is_not_found(client: httpx.AsyncClient) -> None:
     assert (await client.post(URL, content=delivery("L1"))).status_code == 404
 
 
-async def test_a_signed_delivery_becomes_a_lead_its_salesperson_hears_about_within_a_second(
+async def test_a_signed_delivery_becomes_a_lead_its_salesperson_hears_about_at_once(
     meta_client: httpx.AsyncClient, meta_app: FastAPI, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
 ) -> None:
+    """The delivery itself starts the fetch (nothing polls for Meta's rows): ``idle()`` only waits for a pass
+    the webhook started, so the lead exists afterwards only because the delivery kicked the fetcher."""
     graph.add_lead("L1", ANSWERS)
-    started = time.monotonic()
     response = await post(meta_client, delivery("L1"))
     assert response.status_code == 200, response.text
     assert response.json() == {"received": 1}
     await fetcher(meta_app).idle()
-    elapsed = time.monotonic() - started
 
     [lead] = await all_of(uow_factory, Lead)
     assert (lead.client_name, lead.phone_number, lead.source, lead.budget) == (
@@ -147,18 +146,17 @@ async def test_a_signed_delivery_becomes_a_lead_its_salesperson_hears_about_with
     assert (row.status, row.lead_id, row.platform, row.attempts) == ("done", lead.id, "ig", 0)
     outbox = await all_of(uow_factory, OutboxMessage)
     assert [(m.user_id, m.kind) for m in outbox] == [(team.seller.id, "lead_new")]
-    assert elapsed < 1.0
     [(path, query)] = graph.requests
     assert path == "/v25.0/L1" and "field_data" in query["fields"]
 
 
-async def test_done_when_the_salesperson_hears_in_telegram_within_a_second_of_the_delivery(
+async def test_done_when_the_salesperson_hears_in_telegram_without_waiting_for_a_poll(
     meta_settings: Settings, team: Team, graph: FakeGraph, fake_bot_api: FakeBotAPI, free_tcp_port: int
 ) -> None:
     """``leadbot run`` with the API served in it, over real HTTP on 127.0.0.1: a signed delivery, the Graph
-    fetch, the lead, and the salesperson's Telegram message, timed from the POST to the fake Bot API's
-    receipt. The outbox is polled only every 30 s here, so the message is in time only because the new
-    lead's commit wakes the delivery worker."""
+    fetch, the lead, and the salesperson's Telegram message at the fake Bot API. The outbox is polled only
+    every 30 s here and the message is awaited for at most 10 s after the POST, so it arrives only because
+    the new lead's commit wakes the delivery worker (no stopwatch: a causal check, not a timed one)."""
     live = meta_settings.model_copy(
         update={
             "bot": meta_settings.bot.model_copy(update={"api_server": fake_bot_api.base_url}),
@@ -187,7 +185,6 @@ async def test_done_when_the_salesperson_hears_in_telegram_within_a_second_of_th
             empty = delivery()
             assert (await http.post(URL, content=empty, headers=signed(empty))).json() == {"received": 0}
             body = delivery("L1")
-            sent_at = time.monotonic()
             response = await http.post(URL, content=body, headers=signed(body))
             assert response.status_code == 200, response.text
             message = await fake_bot_api.wait_for("sendMessage", chat_id=team.seller.chat_id, timeout=10)
@@ -195,7 +192,6 @@ async def test_done_when_the_salesperson_hears_in_telegram_within_a_second_of_th
         await asyncio.wait_for(dispatcher.stop_polling(), timeout=30)
         await asyncio.wait_for(task, timeout=30)
     assert "Мадина Юсупова" in message.text
-    assert message.received_at - sent_at < 1.0, message.received_at - sent_at
 
 
 async def test_the_lead_keeps_its_form_ad_and_leadgen_id_on_the_card_and_in_the_api(
@@ -299,16 +295,14 @@ async def test_a_graph_outage_is_retried_and_the_lead_made_once(
 async def test_the_delivery_is_answered_before_the_graph_api_is(
     meta_client: httpx.AsyncClient, meta_app: FastAPI, graph: FakeGraph, uow_factory: UnitOfWorkFactory, team: Team
 ) -> None:
-    """Meta wants its 200 fast: the answer does not wait for the Graph API (here 1.5 s to answer)."""
+    """Meta wants its 200 fast: the answer does not wait for the Graph API. Here the Graph API holds the
+    lead's answers until the test lets them go, so a 200 that comes back at all came back without them."""
     graph.add_lead("L1", ANSWERS)
-    graph.lead_delay = 1.5
-    await post(meta_client, delivery())  # warm up: the app's first request pays for lazy imports
-    started = time.monotonic()
-    response = await post(meta_client, delivery("L1"))
-    answered = time.monotonic() - started
+    graph.lead_gate = asyncio.Event()
+    response = await asyncio.wait_for(post(meta_client, delivery("L1")), timeout=10)
     assert response.status_code == 200
-    assert answered < 0.5, answered
-    assert await all_of(uow_factory, Lead) == []  # not yet: the fetch is still on its way
+    assert await all_of(uow_factory, Lead) == []  # not yet: the fetch is still held at the Graph API
+    graph.lead_gate.set()
     await fetcher(meta_app).idle()
     assert len(await all_of(uow_factory, Lead)) == 1
 
