@@ -15,7 +15,12 @@ from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage, StorageKey
 from aiogram.fsm.storage.memory import MemoryStorage, SimpleEventIsolation
 
 from bot.config import Settings
-from bot.middlewares import CommandLeavesConversationMiddleware, DatabaseMiddleware, WriteUnitMiddleware
+from bot.middlewares import (
+    CommandLeavesConversationMiddleware,
+    DatabaseMiddleware,
+    KeepResponseModels,
+    WriteUnitMiddleware,
+)
 from bot.once import HandledOnceMiddleware, UpdateLedger
 from bot.sheets import create_exporter
 from bot.units import create_uow_factory
@@ -31,11 +36,13 @@ def create_bot(settings: Settings, *, session: BaseSession | None = None, token:
         token = settings.bot.token.get_secret_value()
     if session is None and settings.bot.api_server:
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.bot.api_server))
-    return Bot(
+    bot = Bot(
         token=token,
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
+    bot.session.middleware(KeepResponseModels())
+    return bot
 
 
 def create_storage(settings: Settings) -> BaseStorage:
