@@ -1,79 +1,72 @@
-"""Keyboards of the /new conversation. Buttons carry indexes and ids only, never the text shown."""
+"""Keyboards of the /new conversation. Buttons carry indexes and ids only, never the text shown.
+
+Every step of /new shows one of these, so they are built from ``keyboards.buttons`` (copies of one
+validated button) rather than aiogram's ``InlineKeyboardBuilder``, which copies all of its buttons
+again for each one added.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aiogram.types import InlineKeyboardMarkup
-from aiogram.utils.keyboard import InlineKeyboardBuilder
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.texts import Texts
 from db.models import User
-from keyboards.buttons import callback_button
+from keyboards.buttons import callback_button, inline_markup
 from keyboards.callbacks import LeadAction, LeadCB, NewLeadAction, NewLeadCB
 from keyboards.pager import nav_row, page_of
 
 
-def _cancel(builder: InlineKeyboardBuilder, texts: Texts) -> None:
-    builder.button(text=texts.t("common.cancel"), callback_data=NewLeadCB(action=NewLeadAction.CANCEL))
+def _button(text: str, action: NewLeadAction, value: int = 0) -> InlineKeyboardButton:
+    return callback_button(text, NewLeadCB(action=action, value=value).pack())
+
+
+def _cancel(texts: Texts) -> InlineKeyboardButton:
+    return _button(texts.t("common.cancel"), NewLeadAction.CANCEL)
+
+
+def _in_pairs(buttons: Sequence[InlineKeyboardButton]) -> list[list[InlineKeyboardButton]]:
+    return [list(buttons[i : i + 2]) for i in range(0, len(buttons), 2)]
 
 
 def cancel_only(texts: Texts) -> InlineKeyboardMarkup:
-    builder = InlineKeyboardBuilder()
-    _cancel(builder, texts)
-    return builder.as_markup()
+    return inline_markup([[_cancel(texts)]])
 
 
 def sources(names: Sequence[str], texts: Texts) -> InlineKeyboardMarkup:
-    builder = InlineKeyboardBuilder()
-    for index, name in enumerate(names):
-        builder.button(text=name, callback_data=NewLeadCB(action=NewLeadAction.SOURCE, value=index))
-    _cancel(builder, texts)
-    builder.adjust(2)
-    return builder.as_markup()
+    buttons = [_button(name, NewLeadAction.SOURCE, index) for index, name in enumerate(names)]
+    return inline_markup(_in_pairs([*buttons, _cancel(texts)]))
 
 
 def skip(action: NewLeadAction, texts: Texts) -> InlineKeyboardMarkup:
-    builder = InlineKeyboardBuilder()
-    builder.button(text=texts.t("common.skip"), callback_data=NewLeadCB(action=action))
-    _cancel(builder, texts)
-    builder.adjust(2)
-    return builder.as_markup()
+    return inline_markup([[_button(texts.t("common.skip"), action), _cancel(texts)]])
 
 
 def assignees(sellers: Sequence[User], texts: Texts, page: int = 0) -> InlineKeyboardMarkup:
     """Page ``page`` (from 0, clamped) of the salespeople, one a row, then « / », then Skip and Cancel."""
     shown = page_of(sellers, page)
-    builder = InlineKeyboardBuilder()
+    rows: list[list[InlineKeyboardButton]] = []
     for seller in shown.items:
         # Button captions are plain text (no HTML parsing), so the name goes in unescaped.
         caption = f"{seller.full_name} (@{seller.username})" if seller.username else seller.full_name
-        builder.button(text=caption[:64], callback_data=NewLeadCB(action=NewLeadAction.ASSIGNEE, value=seller.id))
-    builder.adjust(1)
+        rows.append([_button(caption[:64], NewLeadAction.ASSIGNEE, seller.id)])
     nav = nav_row(shown, texts, lambda index: NewLeadCB(action=NewLeadAction.ASSIGNEE_PAGE, value=index).pack())
     if nav:
-        builder.row(*nav)
-    builder.row(
-        callback_button(texts.t("common.skip"), NewLeadCB(action=NewLeadAction.SKIP_ASSIGNEE).pack()),
-        callback_button(texts.t("common.cancel"), NewLeadCB(action=NewLeadAction.CANCEL).pack()),
-    )
-    return builder.as_markup()
+        rows.append(list(nav))
+    rows.append([_button(texts.t("common.skip"), NewLeadAction.SKIP_ASSIGNEE), _cancel(texts)])
+    return inline_markup(rows)
 
 
 def confirm(texts: Texts) -> InlineKeyboardMarkup:
-    builder = InlineKeyboardBuilder()
-    builder.button(text=texts.t("newlead.btn.create"), callback_data=NewLeadCB(action=NewLeadAction.CREATE))
-    _cancel(builder, texts)
-    builder.adjust(2)
-    return builder.as_markup()
+    return inline_markup([[_button(texts.t("newlead.btn.create"), NewLeadAction.CREATE), _cancel(texts)]])
 
 
 def open_card(lead_id: int | None, texts: Texts, *, cancel: bool = False) -> InlineKeyboardMarkup | None:
     """ "Open card" for ``lead_id`` (None: the user may not view it) and, mid-conversation, "Cancel"."""
-    builder = InlineKeyboardBuilder()
+    row: list[InlineKeyboardButton] = []
     if lead_id is not None:
-        builder.button(text=texts.t("newlead.btn.open"), callback_data=LeadCB(action=LeadAction.OPEN, lead_id=lead_id))
+        row.append(callback_button(texts.t("newlead.btn.open"), LeadCB.packed(LeadAction.OPEN, lead_id)))
     if cancel:
-        _cancel(builder, texts)
-    builder.adjust(2)
-    return builder.as_markup() if lead_id is not None or cancel else None
+        row.append(_cancel(texts))
+    return inline_markup([row]) if row else None
