@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot.cli import command, freeze_startup_objects, keep_on_one_core
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
     from db.uow import UnitOfWork
 
 
-async def serve_api(settings: Settings) -> None:
+async def serve_api(settings: Settings, ready: Callable[[], None] | None = None) -> None:
+    """Serve until stopped; ``ready`` is called once the app and its server are built, before serving."""
     from api.app import build_server, close_app, create_app
     from db.engine import open_database
     from db.migrate import upgrade
@@ -29,7 +31,10 @@ async def serve_api(settings: Settings) -> None:
     try:
         if settings.meta.enabled:
             app.state.meta_fetcher.kick()  # Meta leads recorded before a restart
-        await build_server(app, settings).serve()
+        server = build_server(app, settings)
+        if ready is not None:
+            ready()
+        await server.serve()
     finally:
         await close_app(app)
         await database.dispose()
@@ -38,10 +43,7 @@ async def serve_api(settings: Settings) -> None:
 @command("api", "serve the HTTP API alone ([api] host and port)")
 def api_command(settings: Settings, _args: argparse.Namespace) -> int:
     keep_on_one_core(settings)
-    import api.app  # noqa: F401 - imported before the freeze, so its objects are frozen too
-
-    freeze_startup_objects()
-    asyncio.run(serve_api(settings))
+    asyncio.run(serve_api(settings, ready=freeze_startup_objects))
     return 0
 
 

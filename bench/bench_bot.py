@@ -330,6 +330,7 @@ async def main(args: argparse.Namespace, data: BenchData) -> int:
         dispatcher = create_dispatcher(settings, database)
         bench = Bench(copy, settings, dispatcher, bot, bound=args.bound)
         noop = noop_dispatcher()
+        freeze_startup_objects()  # as `leadbot run` does once its dispatcher is built
         noop_make: dict[str, Callable[[int], Awaitable[Update]]] = {
             "message": bench.card_command,
             "callback": bench.card_open,
@@ -470,8 +471,7 @@ if __name__ == "__main__":
     else:
         database = cached_database(arguments.leads, rebuild=arguments.rebuild)
     # As `leadbot run` starts (bot.cli): on SQLite its threads share one core ([database] one_core, unless
-    # --any-core), and what start-up built is left out of the garbage collector.
+    # --any-core); what start-up built is left out of the garbage collector once built (main).
     if not arguments.any_core:
         keep_on_one_core(Settings.model_validate({"database": {"url": database.url}}))
-    freeze_startup_objects()
     sys.exit(asyncio.run(main(arguments, database)))

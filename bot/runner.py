@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -34,12 +35,15 @@ async def run_bot(
     handle_signals: bool = True,
     started: asyncio.Future[Dispatcher] | None = None,
     stop: asyncio.Event | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> None:
     """Run until stopped: by a signal, or (in tests, ``handle_signals=False``) ``dispatcher.stop_polling()``
     in polling mode or ``stop`` in webhook mode.
 
     ``started`` receives the dispatcher once the bot is up, so an end-to-end test can drive and stop
-    the very same process the ``leadbot run`` command starts.
+    the very same process the ``leadbot run`` command starts. ``ready`` is called once everything the
+    bot runs on is built (the database, the dispatcher, the HTTP API) and Telegram has answered, before
+    the first update: ``leadbot run`` freezes the start-up objects there (``bot.cli``).
     """
     database = open_database(settings.database.url, echo=settings.database.echo)
     await upgrade(database.write_engine)
@@ -74,6 +78,8 @@ async def run_bot(
     try:
         me = await bot.get_me()
         log.info("LeadBot started as @%s", me.username)
+        if ready is not None:
+            ready()
         scheduler.start()
         delivery.start()
         if sheets is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from bot.config import Settings
@@ -26,6 +27,7 @@ from db.models import Lead
 from db.repositories import LeadDraft
 from db.uow import UnitOfWorkFactory
 from tests.conftest import Team
+from tests.fake_bot_api import FakeBotAPI
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -158,21 +160,19 @@ def test_one_core_keeps_the_process_and_its_later_threads_on_one_core(tmp_path: 
     assert _affinity_probe("postgresql+asyncpg://u@127.0.0.1/x", "true")["main"] == pinned["before"]
 
 
-def test_leadbot_run_freezes_what_start_up_built_before_it_serves(
+def test_leadbot_run_freezes_what_start_up_built_once_it_is_built(
     monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
-    """A full garbage collection then walks what the bot allocates, not the 370,000 objects of its
-    libraries (``bot.cli.freeze_startup_objects``)."""
-    import gc
-
+    """A full garbage collection then walks what the bot allocates, not the 400,000 objects of its
+    libraries, dispatcher and HTTP app: ``leadbot run`` hands ``run_bot`` the freeze as its ``ready``."""
     import bot.doctor
     import bot.runner
-    from bot.cli import run_command
+    from bot.cli import freeze_startup_objects, run_command
 
-    frozen_when_run: list[int] = []
+    handed: list[Any] = []
 
-    async def run_bot(_settings: Settings) -> None:
-        frozen_when_run.append(gc.get_freeze_count())
+    async def run_bot(_settings: Settings, *, ready: Any = None) -> None:
+        handed.append(ready)
 
     async def verify_token(_settings: Settings) -> Any:
         return bot.doctor.TokenCheck(username="leadbot")  # what Telegram's getMe gives an accepted token
@@ -180,10 +180,52 @@ def test_leadbot_run_freezes_what_start_up_built_before_it_serves(
     monkeypatch.setattr(bot.runner, "run_bot", run_bot)
     monkeypatch.setattr(bot.doctor, "verify_token", verify_token)
     quiet = settings.model_copy(update={"database": settings.database.model_copy(update={"one_core": False})})
-    gc.unfreeze()
+    assert run_command(quiet, None) == 0  # type: ignore[arg-type]
+    assert handed == [freeze_startup_objects]
+
+
+async def test_run_bot_is_ready_once_its_dispatcher_and_http_app_are_built(
+    settings: Settings, fake_bot_api: FakeBotAPI, free_tcp_port: int
+) -> None:
+    """``ready`` comes after the dispatcher and the HTTP app exist and before the first update, so the
+    freeze leaves them out of the collector: neither is among the objects it still tracks."""
+    import asyncio
+    import gc
+
+    from aiogram import Dispatcher
+
+    from bot.cli import freeze_startup_objects
+    from bot.runner import run_bot
+
+    live = settings.model_copy(
+        update={
+            "bot": settings.bot.model_copy(
+                update={"token": SecretStr("42:TEST-TOKEN"), "api_server": fake_bot_api.base_url}
+            ),
+            "api": settings.api.model_copy(update={"enabled": True, "port": free_tcp_port}),
+        }
+    )
+    readied: list[bool] = []
+
+    def ready() -> None:
+        readied.append(started.done())
+        freeze_startup_objects()
+
+    started: asyncio.Future[Dispatcher] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_bot(live, handle_signals=False, started=started, ready=ready))
     try:
-        assert gc.get_freeze_count() == 0
-        assert run_command(quiet, None) == 0  # type: ignore[arg-type]
-        assert frozen_when_run and frozen_when_run[0] > 50_000
+        done, _ = await asyncio.wait({started, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()  # the bot died while starting: show why
+        dispatcher = started.result()
+        tracked = gc.get_objects()  # every generation the collector walks; frozen objects are not in it
+        assert readied == [False]  # once, before polling began
+        assert not any(o is dispatcher for o in tracked)
+        assert not any(o is dispatcher.workflow_data for o in tracked)
+        fresh = Dispatcher()  # built after the freeze: tracked as usual
+        assert any(o is fresh for o in gc.get_objects())
     finally:
         gc.unfreeze()
+        if started.done():
+            await asyncio.wait_for(started.result().stop_polling(), timeout=30)
+        await asyncio.wait_for(task, timeout=30)
