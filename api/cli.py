@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bot.cli import command, freeze_startup_objects, keep_on_one_core
+from bot.cli import command, freeze_startup_objects, keep_on_one_core, run_serving
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -43,7 +43,7 @@ async def serve_api(settings: Settings, ready: Callable[[], None] | None = None)
 @command("api", "serve the HTTP API alone ([api] host and port)")
 def api_command(settings: Settings, _args: argparse.Namespace) -> int:
     keep_on_one_core(settings)
-    asyncio.run(serve_api(settings, ready=freeze_startup_objects))
+    run_serving(serve_api(settings, ready=freeze_startup_objects))
     return 0
 
 

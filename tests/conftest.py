@@ -12,6 +12,7 @@ import shutil
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiogram import Bot, Dispatcher
@@ -389,3 +390,13 @@ async def fake_bot_api() -> AsyncIterator[FakeBotAPI]:
     """A fake Bot API server on 127.0.0.1 (tests/fake_bot_api.py), started and stopped around the test."""
     async with FakeBotAPI() as server:
         yield server
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any] | None:
+    """Every async test runs on uvloop, the loop ``leadbot run`` and ``leadbot api`` serve on
+    (``bot.cli.run_serving``); where uvloop does not build (Windows), on asyncio's own, as they do."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return {"uvloop": uvloop.new_event_loop}

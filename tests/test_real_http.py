@@ -238,3 +238,11 @@ async def test_limits_are_off_unless_asked(live_bot: Bot, fake_bot_api: FakeBotA
     for n in range(5):
         await live_bot.send_message(1, str(n))
     assert fake_bot_api.limit_hits == 0 and len(fake_bot_api.sent(1)) == 5
+
+
+async def test_the_suite_runs_on_the_loop_the_bot_serves_on() -> None:
+    """``leadbot run`` and ``leadbot api`` serve on uvloop (``bot.cli.run_serving``); so does every async
+    test here (``tests/conftest.py``), so what is tested is what runs."""
+    import uvloop
+
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)

@@ -160,19 +160,25 @@ def test_one_core_keeps_the_process_and_its_later_threads_on_one_core(tmp_path: 
     assert _affinity_probe("postgresql+asyncpg://u@127.0.0.1/x", "true")["main"] == pinned["before"]
 
 
-def test_leadbot_run_freezes_what_start_up_built_once_it_is_built(
+def test_leadbot_run_serves_on_uvloop_and_freezes_what_start_up_built_once_it_is_built(
     monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
     """A full garbage collection then walks what the bot allocates, not the 400,000 objects of its
     libraries, dispatcher and HTTP app: ``leadbot run`` hands ``run_bot`` the freeze as its ``ready``."""
+    import asyncio
+
+    import uvloop
+
     import bot.doctor
     import bot.runner
     from bot.cli import freeze_startup_objects, run_command
 
     handed: list[Any] = []
+    loops: list[type] = []
 
     async def run_bot(_settings: Settings, *, ready: Any = None) -> None:
         handed.append(ready)
+        loops.append(type(asyncio.get_running_loop()))
 
     async def verify_token(_settings: Settings) -> Any:
         return bot.doctor.TokenCheck(username="leadbot")  # what Telegram's getMe gives an accepted token
@@ -182,6 +188,7 @@ def test_leadbot_run_freezes_what_start_up_built_once_it_is_built(
     quiet = settings.model_copy(update={"database": settings.database.model_copy(update={"one_core": False})})
     assert run_command(quiet, None) == 0  # type: ignore[arg-type]
     assert handed == [freeze_startup_objects]
+    assert loops == [uvloop.Loop]  # bot.cli.run_serving: the serving commands run on uvloop
 
 
 async def test_run_bot_is_ready_once_its_dispatcher_and_http_app_are_built(
