@@ -61,6 +61,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import uvloop
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -471,7 +473,8 @@ if __name__ == "__main__":
     else:
         database = cached_database(arguments.leads, rebuild=arguments.rebuild)
     # As `leadbot run` starts (bot.cli): on SQLite its threads share one core ([database] one_core, unless
-    # --any-core); what start-up built is left out of the garbage collector once built (main).
+    # --any-core); what start-up built is left out of the garbage collector once built (main); uvloop.
     if not arguments.any_core:
         keep_on_one_core(Settings.model_validate({"database": {"url": database.url}}))
-    sys.exit(asyncio.run(main(arguments, database)))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        sys.exit(runner.run(main(arguments, database)))
