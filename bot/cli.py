@@ -70,7 +70,7 @@ def run_serving(main: Coroutine[Any, Any, None]) -> None:
     uvloop (libuv under asyncio's own interface) runs the loop's callbacks, its sockets and the wake-ups
     from aiosqlite's thread in C: the same code, less of the event loop's time per update
     (docs/benchmarks.md). It is a dependency everywhere it builds (not on Windows); without it the
-    command runs on asyncio's own loop, as the tests do.
+    command runs on asyncio's own loop. The async tests run on uvloop too (tests/conftest.py).
     """
     import asyncio
 
